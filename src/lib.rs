@@ -1,0 +1,17 @@
+//! rl-v2: the learning brain of a crypto-futures trading stack.
+//!
+//! Trading events come in over NATS, two tabular Q-learning agents turn them into decisions, and
+//! every closed position teaches both agents. The crate is layered:
+//!
+//! * [`domain`]: the pure RL domain (actions, market tools, states, rewards, Q-learning,
+//!   episodes, agents);
+//! * [`event`] and [`decision`]: what comes in and what goes out;
+//! * [`engine`]: a deterministic state machine that applies events and holds all learned state;
+//! * [`checkpoint`]: durable, atomic snapshots of the engine;
+//! * the shells around the engine (the NATS service, the command line).
+
+pub mod checkpoint;
+pub mod decision;
+pub mod domain;
+pub mod engine;
+pub mod event;
