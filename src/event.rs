@@ -118,7 +118,9 @@ impl Trade {
 
     fn size_over_balance(&self) -> Option<f64> {
         match (self.position_size_usd, self.account_balance) {
-            (Some(size), Some(balance)) if balance > 0.0 => Some(size / balance),
+            (Some(size), Some(balance)) if balance > 0.0 => {
+                Some(size / balance).filter(|e| e.is_finite())
+            }
             _ => None,
         }
     }

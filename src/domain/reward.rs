@@ -56,14 +56,21 @@ impl Default for RewardWeights {
     }
 }
 
-/// `tanh((mean − rf) / std)` of the P&L window (population std); 0 with fewer than three values
-/// or a std below 1e-6.
+/// `tanh((mean − rf) / std)` of the P&L window (population std); 0 with fewer than three values,
+/// a std below 1e-6, or values so large that the statistic overflows.
 pub fn sharpe_signal(pnl_pcts: impl Iterator<Item = f64> + Clone) -> f64 {
     if pnl_pcts.clone().count() < MIN_VALUES_FOR_SHARPE {
         return 0.0;
     }
     match mean_std(pnl_pcts) {
-        Some((mean, std)) if std >= MIN_SHARPE_STD => ((mean - RISK_FREE_PER_TRADE) / std).tanh(),
+        Some((mean, std)) if std >= MIN_SHARPE_STD => {
+            let sharpe = ((mean - RISK_FREE_PER_TRADE) / std).tanh();
+            if sharpe.is_finite() {
+                sharpe
+            } else {
+                0.0
+            }
+        }
         _ => 0.0,
     }
 }
