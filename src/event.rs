@@ -311,11 +311,11 @@ pub fn decode(
     })
 }
 
+type JsonObject = Map<String, Value>;
+
 /// Takes the event out of a `{"data": {...}}` wrapper or an envelope; returns the event object
 /// and, for an envelope, the envelope itself.
-fn unwrap(
-    outer: Map<String, Value>,
-) -> Result<(Map<String, Value>, Option<Map<String, Value>>), DecodeError> {
+fn unwrap(outer: JsonObject) -> Result<(JsonObject, Option<JsonObject>), DecodeError> {
     if outer.contains_key("symbol") {
         return Ok((outer, None));
     }

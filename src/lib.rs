@@ -11,7 +11,12 @@
 //! * the shells around the engine (the NATS service, the command line).
 
 pub mod checkpoint;
+pub mod cli;
 pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod service;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

@@ -484,7 +484,7 @@ proptest! {
                 "T" => EventKind::TradeExecuted,
                 _ => EventKind::PositionClosed,
             };
-            if let Ok(event) = decode(kind, raw[1..].as_bytes(), DEFAULT_MAX_PAYLOAD_BYTES, T0) {
+            if let Ok(event) = decode(kind, &raw.as_bytes()[1..], DEFAULT_MAX_PAYLOAD_BYTES, T0) {
                 for d in engine.apply(i as u64 + 1, &event) {
                     prop_assert!(d.q_value.is_finite() && d.propensity > 0.0 && d.propensity <= 1.0);
                 }

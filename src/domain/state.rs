@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(py_round2(1.005), "1.0");
         assert_eq!(py_round2(12.0), "12.0");
         assert_eq!(py_round2(1e17), "1e+17");
-        assert_eq!(py_round2(-3.14159), "-3.14");
+        assert_eq!(py_round2(-2.71428), "-2.71");
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Counters of the service shell (what the engine does not count itself), shared between the
+//! event loop, the checkpoint writer and the stats endpoint.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Service-level counters.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    messages_by_subject: Mutex<BTreeMap<String, u64>>,
+    decisions_published: AtomicU64,
+    dead_letters: AtomicU64,
+    publish_failures: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_failures: AtomicU64,
+    last_checkpoint_seq: AtomicU64,
+    last_checkpoint_ms: AtomicU64,
+}
+
+/// A copy of the counters, as the stats endpoint reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSnapshot {
+    /// Messages received, by subject (accepted and rejected).
+    pub messages_by_subject: BTreeMap<String, u64>,
+    /// Decisions published.
+    pub decisions_published: u64,
+    /// Dead letters published.
+    pub dead_letters: u64,
+    /// Publishes that failed.
+    pub publish_failures: u64,
+    /// Redelivered messages that were already applied.
+    pub duplicates_skipped: u64,
+    /// Checkpoints written since start.
+    pub checkpoints: u64,
+    /// Checkpoints that failed since start.
+    pub checkpoint_failures: u64,
+    /// `last_applied_seq` of the latest checkpoint written.
+    pub last_checkpoint_seq: u64,
+    /// How long the latest checkpoint took, in milliseconds.
+    pub last_checkpoint_ms: u64,
+}
+
+impl ServiceMetrics {
+    /// Counts a message on `subject`.
+    pub fn message(&self, subject: &str) {
+        if let Ok(mut m) = self.messages_by_subject.lock() {
+            match m.get_mut(subject) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(subject.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// Counts a published decision.
+    pub fn decision_published(&self) {
+        self.decisions_published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dead letter.
+    pub fn dead_letter(&self) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed publish.
+    pub fn publish_failed(&self) {
+        self.publish_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a redelivery that was skipped.
+    pub fn duplicate_skipped(&self) {
+        self.duplicates_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a written checkpoint.
+    pub fn checkpoint_written(&self, seq: u64, took: Duration) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_checkpoint_seq.store(seq, Ordering::Relaxed);
+        self.last_checkpoint_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a failed checkpoint.
+    pub fn checkpoint_failed(&self) {
+        self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServiceSnapshot {
+            messages_by_subject: self
+                .messages_by_subject
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
+            decisions_published: get(&self.decisions_published),
+            dead_letters: get(&self.dead_letters),
+            publish_failures: get(&self.publish_failures),
+            duplicates_skipped: get(&self.duplicates_skipped),
+            checkpoints: get(&self.checkpoints),
+            checkpoint_failures: get(&self.checkpoint_failures),
+            last_checkpoint_seq: get(&self.last_checkpoint_seq),
+            last_checkpoint_ms: get(&self.last_checkpoint_ms),
+        }
+    }
+}

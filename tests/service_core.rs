@@ -1,0 +1,394 @@
+//! The NATS service in core mode, against a real nats-server per test.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+const CORE: [(&str, &str); 1] = [("RL_V2__DELIVERY__MODE", "core")];
+
+async fn setup() -> (NatsServer, Service, async_nats::Client, tempfile::TempDir) {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&server.url(), &dir.path().join("data"), &CORE);
+    let client = client(&server.url()).await;
+    service.ready(&client).await;
+    (server, service, client, dir)
+}
+
+#[tokio::test]
+async fn full_pipeline_over_nats_with_interleaved_symbols() {
+    let (_server, _service, client, _dir) = setup().await;
+    let mut meta_sub = client.subscribe("RL_META_STRATEGY_DECISION").await.unwrap();
+    let mut sizing_sub = client
+        .subscribe("RL_POSITION_SIZING_DECISION")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let steps: Vec<(&str, String)> = vec![
+        ("PREDICTION_GENERATED", prediction("btcusdt", 0.1, "p-btc")),
+        ("PREDICTION_GENERATED", prediction("ETHUSDT", 0.5, "p-eth")),
+        ("TRADE_EXECUTED", trade("BTCUSDT", 10, "t-btc")),
+        ("PREDICTION_GENERATED", prediction("SOLUSDT", 0.9, "p-sol")),
+        ("TRADE_EXECUTED", trade("ETHUSDT", 20, "t-eth")),
+        ("POSITION_CLOSED", close("BTCUSDT", 2.0, "c-btc")),
+        ("TRADE_EXECUTED", trade("SOLUSDT", 5, "t-sol")),
+        ("POSITION_CLOSED", close("SOLUSDT", -1.0, "c-sol")),
+        ("POSITION_CLOSED", close("ETHUSDT", 0.5, "c-eth")),
+    ];
+    let mut replies = Vec::new();
+    for (subject, payload) in steps {
+        replies.push(request(&client, subject, payload).await);
+    }
+    let metas = collect(&mut meta_sub, 3).await;
+    let sizings = collect(&mut sizing_sub, 3).await;
+
+    for (d, (symbol, trace)) in metas.iter().zip([
+        ("BTCUSDT", "p-btc"),
+        ("ETHUSDT", "p-eth"),
+        ("SOLUSDT", "p-sol"),
+    ]) {
+        assert_eq!(d["agent"], "meta_strategy");
+        assert_eq!(d["symbol"], symbol);
+        assert_eq!(d["trace_id"], trace);
+        assert!(d["strategy"].is_string() && d["model"].is_string() && d["weight"].is_number());
+        assert!(d["decision_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("meta_strategy-"));
+        for field in [
+            "event_seq",
+            "action_index",
+            "propensity",
+            "epsilon",
+            "q_value",
+            "timestamp",
+        ] {
+            assert!(d[field].is_number(), "{field} in {d}");
+        }
+        assert!(d["explored"].is_boolean() && d["state_key"].is_string());
+    }
+    for (d, (symbol, trace)) in sizings.iter().zip([
+        ("BTCUSDT", "t-btc"),
+        ("ETHUSDT", "t-eth"),
+        ("SOLUSDT", "t-sol"),
+    ]) {
+        assert_eq!(d["agent"], "position_sizing");
+        assert_eq!(d["symbol"], symbol);
+        assert_eq!(d["trace_id"], trace);
+        assert!(d["size_multiplier"].is_number() && d["leverage"].is_u64());
+        assert!(d.get("strategy").is_none());
+    }
+    // The replies to the requests are the same decisions; closes report their updates.
+    assert_eq!(replies[0], metas[0]);
+    assert_eq!(replies[2], sizings[0]);
+    assert_eq!(replies[5]["updates_applied"], 2);
+    assert_eq!(replies[8]["updates_applied"], 2);
+
+    let s = stats(&client).await;
+    assert_eq!(s["meta_agent_stats"]["agent_type"], "meta_strategy");
+    assert_eq!(s["meta_agent_stats"]["action_space_size"], 60);
+    assert_eq!(s["sizing_agent_stats"]["action_space_size"], 40);
+    assert_eq!(s["meta_agent_stats"]["q_learning_stats"]["update_count"], 3);
+    assert_eq!(
+        s["sizing_agent_stats"]["q_learning_stats"]["update_count"],
+        3
+    );
+    assert_eq!(s["meta_agent_stats"]["episode_stats"]["total_episodes"], 3);
+    assert_eq!(s["counters"]["updates"], 6);
+    assert_eq!(s["counters"]["events"]["POSITION_CLOSED"], 3);
+    assert_eq!(
+        s["service"]["messages_by_subject"]["PREDICTION_GENERATED"],
+        3
+    );
+    assert_eq!(s["service"]["decisions_published"], 6);
+    assert_eq!(s["open_positions"], 0);
+}
+
+#[tokio::test]
+async fn every_fixture_is_served_or_dead_lettered_and_the_service_keeps_serving() {
+    let (_server, mut service, client, _dir) = setup().await;
+    let mut dead = client.subscribe("RL_V2_DEAD_LETTER").await.unwrap();
+    client.flush().await.unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events.jsonl"
+    ))
+    .unwrap();
+    let mut expected_rejects = Vec::new();
+    for line in text.lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let subject = case["subject"].as_str().unwrap();
+        let raw = case["raw"].as_str().unwrap().to_string();
+        let note = case["note"].as_str().unwrap();
+        let reply = tokio::time::timeout(
+            WAIT,
+            client.request(subject.to_string(), raw.clone().into()),
+        )
+        .await
+        .expect("reply in time")
+        .expect("reply");
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        if case["expect"] == "accept" {
+            if subject == "POSITION_CLOSED" {
+                assert!(reply["updates_applied"].is_u64(), "{note}: {reply}");
+            } else {
+                assert!(reply["decision_id"].is_string(), "{note}: {reply}");
+            }
+        } else {
+            assert!(reply["reason"].is_string(), "{note}: {reply}");
+            expected_rejects.push((subject.to_string(), raw, reply["reason"].clone()));
+        }
+    }
+    assert_eq!(expected_rejects.len(), 14);
+    let letters = collect(&mut dead, 14).await;
+    for (letter, (subject, raw, reason)) in letters.iter().zip(&expected_rejects) {
+        assert_eq!(&letter["subject"], subject);
+        assert_eq!(&letter["reason"], reason);
+        assert!(letter["error"].as_str().is_some_and(|e| !e.is_empty()));
+        let shown = letter["payload"].as_str().unwrap();
+        let prefix: String = raw.chars().take(shown.len()).collect();
+        assert_eq!(shown, prefix, "dead letter carries the payload's start");
+        assert!(shown.len() <= 4096);
+    }
+    let codes: BTreeSet<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from([
+            "empty_payload",
+            "invalid_json",
+            "missing_field",
+            "not_an_object",
+            "out_of_range",
+            "payload_too_large",
+            "wrong_type"
+        ])
+    );
+    // Nothing more arrives on the dead-letter subject than one letter per rejection.
+    let extra = tokio::time::timeout(std::time::Duration::from_millis(300), dead.next()).await;
+    assert!(extra.is_err(), "unexpected extra dead letter: {extra:?}");
+
+    let again = request(
+        &client,
+        "PREDICTION_GENERATED",
+        prediction("XRPUSDT", 0.4, "after"),
+    )
+    .await;
+    assert_eq!(again["symbol"], "XRPUSDT");
+    let s = stats(&client).await;
+    assert_eq!(total(&s["counters"]["rejects"]), 14);
+    assert_eq!(s["service"]["dead_letters"], 14);
+    assert!(service.running());
+    assert!(service.log_text().contains("event rejected"));
+}
+
+/// Runs `n` complete prediction → trade → close cycles, one symbol each.
+async fn cycles(client: &async_nats::Client, n: usize) {
+    for i in 0..n {
+        let sym = format!("S{i}USDT");
+        request(
+            client,
+            "PREDICTION_GENERATED",
+            prediction(&sym, (i % 10) as f64 / 10.0, "p"),
+        )
+        .await;
+        request(client, "TRADE_EXECUTED", trade(&sym, 10, "t")).await;
+        request(
+            client,
+            "POSITION_CLOSED",
+            close(&sym, (i % 7) as f64 - 3.0, "c"),
+        )
+        .await;
+    }
+}
+
+fn engine_part(stats: &Value) -> Value {
+    let mut s = stats.clone();
+    s.as_object_mut().unwrap().remove("service");
+    s
+}
+
+#[tokio::test]
+async fn checkpoint_after_100_updates_restores_identical_stats() {
+    let (server, mut service, client, dir) = setup().await;
+    cycles(&client, 50).await;
+    let s = stats_until(&client, |s| s["service"]["checkpoints"].as_u64() >= Some(1)).await;
+    assert_eq!(s["counters"]["updates"], 100);
+    let checkpoint = service.checkpoint();
+    assert_eq!(checkpoint["counters"]["updates"], 100);
+    assert_eq!(checkpoint["last_applied_seq"], 150);
+    for file in ["meta_strategy_q_table.json", "position_sizing_q_table.json"] {
+        let table: Value =
+            serde_json::from_slice(&std::fs::read(service.data.join(file)).unwrap()).unwrap();
+        assert_eq!(table["update_count"], 50, "{file}");
+    }
+    // No graceful shutdown: the restarted service must rely on the periodic checkpoint.
+    service.signal("KILL");
+    service.wait().await;
+    let restarted = Service::start(&server.url(), &dir.path().join("data"), &CORE);
+    restarted.ready(&client).await;
+    let after = stats(&client).await;
+    assert_eq!(engine_part(&after), engine_part(&s));
+    assert_eq!(after["service"]["checkpoints"], 0);
+}
+
+#[tokio::test]
+async fn sigterm_while_events_flow_exits_0_with_every_applied_event_checkpointed() {
+    let (_server, mut service, client, _dir) = setup().await;
+    let mut decisions = decisions(&client).await;
+    // Four requesters keep events flowing, each waiting for its answer (a bounded window).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut publishers = Vec::new();
+    for p in 0..4u64 {
+        let publisher = client.clone();
+        let stop = stop.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                let sym = format!("S{p}-{}", sent % 50);
+                let (subject, payload) = match sent % 3 {
+                    0 => ("PREDICTION_GENERATED", prediction(&sym, 0.5, "p")),
+                    1 => ("TRADE_EXECUTED", trade(&sym, 10, "t")),
+                    _ => ("POSITION_CLOSED", close(&sym, 1.0, "c")),
+                };
+                sent += 1;
+                let ask = publisher.request(subject, payload.into());
+                if !matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(2), ask).await,
+                    Ok(Ok(_))
+                ) {
+                    break;
+                }
+            }
+            sent
+        }));
+    }
+    // Let events flow until the service has demonstrably applied some.
+    let mut seen = collect(&mut decisions, 300).await.len();
+    service.signal("TERM");
+    let status = service.wait().await;
+    stop.cancel();
+    let mut sent = 0;
+    for p in publishers {
+        sent += p.await.unwrap();
+    }
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        service.log_text()
+    );
+    // Everything the service published is at the broker; a round trip brings it here.
+    client.flush().await.unwrap();
+    while let Ok(Some(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), decisions.next()).await
+    {
+        seen += 1;
+    }
+    let checkpoint = service.checkpoint();
+    let applied = total(&checkpoint["counters"]["events"]);
+    assert_eq!(
+        total(&checkpoint["counters"]["decisions"]),
+        seen as u64,
+        "decisions in checkpoint = decisions published"
+    );
+    assert_eq!(checkpoint["last_applied_seq"], applied);
+    assert!(
+        applied <= sent && applied >= 300,
+        "applied {applied} of {sent}"
+    );
+    assert!(service.log_text().contains("final checkpoint written"));
+}
+
+#[tokio::test]
+async fn broker_restart_on_the_same_port_is_survived_without_a_restart() {
+    let (mut server, mut service, client, _dir) = setup().await;
+    let first = request(
+        &client,
+        "PREDICTION_GENERATED",
+        prediction("BTCUSDT", 0.7, "before"),
+    )
+    .await;
+    assert_eq!(first["event_seq"], 1);
+    server.kill();
+    server.restart();
+    // Both the test client and the service reconnect on their own; retry until served.
+    let deadline = std::time::Instant::now() + WAIT;
+    let second = loop {
+        let ask = client.request(
+            "PREDICTION_GENERATED",
+            prediction("ETHUSDT", 0.7, "after").into(),
+        );
+        match tokio::time::timeout(std::time::Duration::from_millis(500), ask).await {
+            Ok(Ok(reply)) => break serde_json::from_slice::<Value>(&reply.payload).unwrap(),
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "not served after the broker restart"
+            ),
+        }
+    };
+    assert_eq!(second["symbol"], "ETHUSDT");
+    assert!(service.running(), "the service kept running");
+    let s = stats(&client).await;
+    assert!(s["counters"]["events"]["PREDICTION_GENERATED"].as_u64() >= Some(2));
+    assert_eq!(s["meta_agent_stats"]["agent_type"], "meta_strategy");
+}
+
+#[tokio::test]
+async fn ten_thousand_events_over_a_thousand_symbols_lose_no_decision() {
+    let (_server, _service, client, _dir) = setup().await;
+    let mut decisions = decisions(&client).await;
+    let mut expected = BTreeMap::new();
+    for i in 0..10_000u32 {
+        let sym = format!("SYM{}", i % 1000);
+        let (subject, payload) = match (i / 1000) % 3 {
+            0 => (
+                "PREDICTION_GENERATED",
+                prediction(&sym, 0.5, &format!("e{i}")),
+            ),
+            1 => ("TRADE_EXECUTED", trade(&sym, 10, &format!("e{i}"))),
+            _ => ("POSITION_CLOSED", close(&sym, 1.0, &format!("e{i}"))),
+        };
+        if subject != "POSITION_CLOSED" {
+            expected.insert(format!("e{i}"), sym);
+        }
+        client.publish(subject, payload.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let got = collect(&mut decisions, expected.len()).await;
+    let got: BTreeMap<String, String> = got
+        .iter()
+        .map(|d| {
+            (
+                d["trace_id"].as_str().unwrap().to_string(),
+                d["symbol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let s = stats_until(&client, |s| total(&s["counters"]["events"]) == 10_000).await;
+    assert_eq!(total(&s["counters"]["decisions"]), 7_000);
+}
+
+#[tokio::test]
+async fn a_request_to_prediction_generated_gets_the_decision_as_its_reply() {
+    let (_server, _service, client, _dir) = setup().await;
+    let mut meta = client.subscribe("RL_META_STRATEGY_DECISION").await.unwrap();
+    client.flush().await.unwrap();
+    let reply = request(
+        &client,
+        "PREDICTION_GENERATED",
+        prediction("adausdt", 0.8, "req-1"),
+    )
+    .await;
+    assert_eq!(reply["agent"], "meta_strategy");
+    assert_eq!(reply["symbol"], "ADAUSDT");
+    assert_eq!(reply["trace_id"], "req-1");
+    let published = collect(&mut meta, 1).await;
+    assert_eq!(published[0], reply);
+}
