@@ -357,6 +357,12 @@ impl Engine {
         self.state.last_applied_seq
     }
 
+    /// Moves `last_applied_seq` back to `seq`, keeping everything learned: for a stream that was
+    /// recreated or lost its tail, whose sequence numbers start over below the checkpoint's.
+    pub fn rebase(&mut self, seq: u64) {
+        self.state.last_applied_seq = self.state.last_applied_seq.min(seq);
+    }
+
     /// Q-updates applied so far (both agents).
     pub fn updates(&self) -> u64 {
         self.state.counters.updates

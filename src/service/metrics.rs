@@ -15,6 +15,7 @@ pub struct ServiceMetrics {
     dead_letters: AtomicU64,
     publish_failures: AtomicU64,
     duplicates_skipped: AtomicU64,
+    events_lost: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_failures: AtomicU64,
     last_checkpoint_seq: AtomicU64,
@@ -34,6 +35,8 @@ pub struct ServiceSnapshot {
     pub publish_failures: u64,
     /// Redelivered messages that were already applied.
     pub duplicates_skipped: u64,
+    /// Events that aged out of the stream before they were applied.
+    pub events_lost: u64,
     /// Checkpoints written since start.
     pub checkpoints: u64,
     /// Checkpoints that failed since start.
@@ -77,6 +80,11 @@ impl ServiceMetrics {
         self.duplicates_skipped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts events that aged out of the stream unapplied.
+    pub fn events_lost(&self, n: u64) {
+        self.events_lost.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Records a written checkpoint.
     pub fn checkpoint_written(&self, seq: u64, took: Duration) {
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -103,6 +111,7 @@ impl ServiceMetrics {
             dead_letters: get(&self.dead_letters),
             publish_failures: get(&self.publish_failures),
             duplicates_skipped: get(&self.duplicates_skipped),
+            events_lost: get(&self.events_lost),
             checkpoints: get(&self.checkpoints),
             checkpoint_failures: get(&self.checkpoint_failures),
             last_checkpoint_seq: get(&self.last_checkpoint_seq),

@@ -10,6 +10,7 @@
 
 pub mod checkpointer;
 pub mod connect;
+pub mod jetstream;
 pub mod metrics;
 pub mod source;
 
@@ -127,22 +128,61 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let store = CheckpointStore::new(&settings.checkpoint.dir);
-    let engine = load_engine(&store, &settings.engine_config(), &options)?;
+    let mut engine = load_engine(&store, &settings.engine_config(), &options)?;
     let Some(client) = connect::connect(&settings.nats, &shutdown).await? else {
         return Ok(());
     };
-    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-    let sources =
-        match settings.delivery.mode {
-            DeliveryMode::Core => {
-                source::core(&client, &settings.subjects, tx, shutdown.clone()).await?
-            }
-            DeliveryMode::Jetstream => return Err(ServiceError::Settings(
-                "delivery.mode = \"jetstream\" is not available in this build; set it to \"core\""
-                    .into(),
-            )),
-        };
     let metrics = Arc::new(ServiceMetrics::default());
+    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+    let sources = match settings.delivery.mode {
+        DeliveryMode::Core => {
+            source::core(&client, &settings.subjects, tx, shutdown.clone()).await?
+        }
+        DeliveryMode::Jetstream => {
+            let js = async_nats::jetstream::new(client.clone());
+            let mut stream = jetstream::prepare_stream(
+                &js,
+                &settings.nats.url,
+                &settings.delivery,
+                &settings.subjects,
+            )
+            .await?;
+            let (first, last) = jetstream::bounds(&mut stream).await?;
+            let plan = jetstream::plan_start(
+                engine.last_applied_seq(),
+                first,
+                last,
+                settings.delivery.accept_stream_reset,
+                &settings.delivery.stream,
+            )?;
+            if let Some(seq) = plan.rebase_to {
+                tracing::warn!(
+                    checkpoint_seq = engine.last_applied_seq(),
+                    stream_last_seq = seq,
+                    "checkpoint is ahead of the stream; accepted by delivery.accept_stream_reset, continuing from the stream's end"
+                );
+                engine.rebase(seq);
+            }
+            if plan.lost > 0 {
+                metrics.events_lost(plan.lost);
+                tracing::error!(
+                    lost = plan.lost,
+                    first_available = first,
+                    last_applied_seq = engine.last_applied_seq(),
+                    "events aged out of the stream before rl-v2 applied them; they are lost to learning"
+                );
+            }
+            vec![jetstream::consume(
+                stream,
+                plan.start_seq,
+                settings.delivery.clone(),
+                settings.subjects.clone(),
+                tx,
+                shutdown.clone(),
+                metrics.clone(),
+            )]
+        }
+    };
     let checkpointer = Checkpointer::start(store, metrics.clone());
     let name = settings.service.name.clone();
     let service = client
@@ -188,8 +228,9 @@ pub async fn serve(
     event_loop.finish().await
 }
 
-/// The task that owns the engine.
-struct EventLoop {
+/// The task that owns the engine: decodes, applies, publishes, acks, and hands snapshots to
+/// the checkpoint writer. [`serve`] drives it; tests may drive it directly.
+pub struct EventLoop {
     engine: Engine,
     client: async_nats::Client,
     settings: Settings,
@@ -200,7 +241,8 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(
+    /// An event loop around `engine`.
+    pub fn new(
         engine: Engine,
         client: async_nats::Client,
         settings: Settings,
@@ -220,12 +262,16 @@ impl EventLoop {
         }
     }
 
-    async fn handle(&mut self, msg: Inbound) {
+    /// Handles one message: applies it (or skips it when its sequence was applied already, or
+    /// dead-letters it when it does not decode), publishes the decisions, acks a JetStream
+    /// message, and starts a checkpoint when one is due.
+    pub async fn handle(&mut self, msg: Inbound) {
         self.metrics.message(&msg.subject);
         let seq = match &msg.delivery {
             Delivery::Core { .. } => self.engine.last_applied_seq() + 1,
             Delivery::JetStream { seq, .. } => *seq,
         };
+        let mut rejected = false;
         if seq <= self.engine.last_applied_seq() {
             self.metrics.duplicate_skipped();
             tracing::debug!(seq, "already applied; skipped");
@@ -247,18 +293,25 @@ impl EventLoop {
                             "symbol": event.symbol,
                             "updates_applied": self.engine.updates() - updates_before,
                         });
-                        self.publish(reply.to_string(), Bytes::from(answer.to_string()))
+                        self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
                             .await;
                     }
                 }
                 Err(error) => {
+                    rejected = true;
                     self.engine.reject(seq, error.code());
                     self.dead_letter(&msg, seq, &error).await;
                 }
             }
         }
         if let Delivery::JetStream { message, .. } = &msg.delivery {
-            if let Err(e) = message.ack().await {
+            // A rejected message is terminated so it is never redelivered.
+            let kind = if rejected {
+                async_nats::jetstream::AckKind::Term
+            } else {
+                async_nats::jetstream::AckKind::Ack
+            };
+            if let Err(e) = message.ack_with(kind).await {
                 tracing::warn!(seq, error = %e, "ack failed; the message will be redelivered and skipped");
             }
         }
@@ -276,8 +329,20 @@ impl EventLoop {
         }
     }
 
-    async fn publish(&self, subject: String, payload: Bytes) -> bool {
-        match self.client.publish(subject.clone(), payload).await {
+    /// Publishes; with `msg_id`, sets `Nats-Msg-Id` so a stream capturing `subject` drops the
+    /// copy a replay after a crash publishes again.
+    async fn publish(&self, subject: String, payload: Bytes, msg_id: Option<&str>) -> bool {
+        let sent = match msg_id {
+            Some(id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+                self.client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+            }
+            None => self.client.publish(subject.clone(), payload).await,
+        };
+        match sent {
             Ok(()) => true,
             Err(e) => {
                 self.metrics.publish_failed();
@@ -293,11 +358,15 @@ impl EventLoop {
             AgentKind::PositionSizing => &self.settings.subjects.sizing_decision,
         };
         let payload = Bytes::from(serde_json::to_vec(decision).unwrap_or_default());
-        if self.publish(subject.clone(), payload.clone()).await {
+        let msg_id = match delivery {
+            Delivery::JetStream { .. } => Some(decision.decision_id.as_str()),
+            Delivery::Core { .. } => None,
+        };
+        if self.publish(subject.clone(), payload.clone(), msg_id).await {
             self.metrics.decision_published();
         }
         if let Delivery::Core { reply: Some(reply) } = delivery {
-            self.publish(reply.to_string(), payload).await;
+            self.publish(reply.to_string(), payload, None).await;
         }
     }
 
@@ -323,20 +392,29 @@ impl EventLoop {
             "payload": String::from_utf8_lossy(shown),
         });
         let payload = Bytes::from(letter.to_string());
+        let msg_id = match &msg.delivery {
+            Delivery::JetStream { seq, .. } => Some(format!("dead_letter-{seq}")),
+            Delivery::Core { .. } => None,
+        };
         if self
-            .publish(self.settings.subjects.dead_letter.clone(), payload)
+            .publish(
+                self.settings.subjects.dead_letter.clone(),
+                payload,
+                msg_id.as_deref(),
+            )
             .await
         {
             self.metrics.dead_letter();
         }
         if let Delivery::Core { reply: Some(reply) } = &msg.delivery {
             let answer = serde_json::json!({"error": error.to_string(), "reason": error.code()});
-            self.publish(reply.to_string(), Bytes::from(answer.to_string()))
+            self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
                 .await;
         }
     }
 
-    fn stats(&self) -> StatsReply {
+    /// The engine's statistics and the service's counters.
+    pub fn stats(&self) -> StatsReply {
         StatsReply {
             engine: self.engine.stats(),
             service: self.metrics.snapshot(),
@@ -370,7 +448,8 @@ impl EventLoop {
         });
     }
 
-    async fn finish(self) -> Result<(), ServiceError> {
+    /// Flushes publishes and writes the final checkpoint.
+    pub async fn finish(self) -> Result<(), ServiceError> {
         if let Err(e) = self.client.flush().await {
             tracing::warn!(error = %e, "flush failed: some decisions may not have reached the broker");
         }
