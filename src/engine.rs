@@ -24,7 +24,7 @@ use crate::domain::market::{
 use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters};
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
-use crate::event::{Close, Event, EventBody, EventKind, Prediction, Trade};
+use crate::event::{decode, Close, DecodeError, Event, EventBody, EventKind, Prediction, Trade};
 
 /// Version of the checkpoint format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -268,6 +268,24 @@ pub enum StateError {
     Inconsistent(String),
 }
 
+/// What one raw message did to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The event was applied.
+    Applied {
+        /// Upper-cased symbol of the event.
+        symbol: String,
+        /// Decisions it made.
+        decisions: Vec<Decision>,
+        /// Q-updates it caused.
+        updates: u64,
+    },
+    /// The payload did not decode; the reject is counted under its reason code.
+    Rejected(DecodeError),
+    /// The sequence number was applied already; nothing changed.
+    AlreadyApplied,
+}
+
 /// The engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -377,6 +395,37 @@ impl Engine {
             pending_decisions: self.state.pending.len(),
             open_positions: self.state.positions.len(),
             last_applied_seq: self.state.last_applied_seq,
+        }
+    }
+
+    /// Decodes and applies one raw message at `seq`: the one path from bytes to learned state,
+    /// shared by the service, `replay` and `simulate`. `received_at` is the transport's time,
+    /// used when the event carries no timestamp.
+    pub fn ingest(
+        &mut self,
+        seq: u64,
+        kind: EventKind,
+        payload: &[u8],
+        received_at: f64,
+        max_payload_bytes: usize,
+    ) -> Outcome {
+        if seq <= self.state.last_applied_seq {
+            return Outcome::AlreadyApplied;
+        }
+        match decode(kind, payload, max_payload_bytes, received_at) {
+            Ok(event) => {
+                let before = self.updates();
+                let decisions = self.apply(seq, &event);
+                Outcome::Applied {
+                    symbol: event.symbol,
+                    decisions,
+                    updates: self.updates() - before,
+                }
+            }
+            Err(error) => {
+                self.reject(seq, error.code());
+                Outcome::Rejected(error)
+            }
         }
     }
 

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::decision::Decision;
 use crate::domain::agent::AgentKind;
-use crate::engine::{Engine, EngineConfig, EngineStats};
-use crate::event::{decode, DecodeError};
+use crate::engine::{Engine, EngineConfig, EngineStats, Outcome};
+use crate::event::DecodeError;
 use crate::settings::{DeliveryMode, Settings};
 use checkpointer::Checkpointer;
 use metrics::{ServiceMetrics, ServiceSnapshot};
@@ -271,38 +271,38 @@ impl EventLoop {
             Delivery::Core { .. } => self.engine.last_applied_seq() + 1,
             Delivery::JetStream { seq, .. } => *seq,
         };
-        let mut rejected = false;
-        if seq <= self.engine.last_applied_seq() {
-            self.metrics.duplicate_skipped();
-            tracing::debug!(seq, "already applied; skipped");
-        } else {
-            let limit = self.settings.limits.max_payload_bytes;
-            match decode(msg.kind, &msg.payload, limit, msg.received_at) {
-                Ok(event) => {
-                    let updates_before = self.engine.updates();
-                    let decisions = self.engine.apply(seq, &event);
-                    for decision in &decisions {
-                        self.publish_decision(decision, &msg.delivery).await;
-                    }
-                    if let (true, Delivery::Core { reply: Some(reply) }) =
-                        (decisions.is_empty(), &msg.delivery)
-                    {
-                        // A close has no decision; a request for one learns what it caused.
-                        let answer = serde_json::json!({
-                            "event_seq": seq,
-                            "symbol": event.symbol,
-                            "updates_applied": self.engine.updates() - updates_before,
-                        });
-                        self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
-                            .await;
-                    }
+        let limit = self.settings.limits.max_payload_bytes;
+        let outcome = self
+            .engine
+            .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
+        let rejected = matches!(outcome, Outcome::Rejected(_));
+        match outcome {
+            Outcome::AlreadyApplied => {
+                self.metrics.duplicate_skipped();
+                tracing::debug!(seq, "already applied; skipped");
+            }
+            Outcome::Applied {
+                symbol,
+                decisions,
+                updates,
+            } => {
+                for decision in &decisions {
+                    self.publish_decision(decision, &msg.delivery).await;
                 }
-                Err(error) => {
-                    rejected = true;
-                    self.engine.reject(seq, error.code());
-                    self.dead_letter(&msg, seq, &error).await;
+                if let (true, Delivery::Core { reply: Some(reply) }) =
+                    (decisions.is_empty(), &msg.delivery)
+                {
+                    // A close has no decision; a request for one learns what it caused.
+                    let answer = serde_json::json!({
+                        "event_seq": seq,
+                        "symbol": symbol,
+                        "updates_applied": updates,
+                    });
+                    self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
+                        .await;
                 }
             }
+            Outcome::Rejected(error) => self.dead_letter(&msg, seq, &error).await,
         }
         if let Delivery::JetStream { message, .. } = &msg.delivery {
             // A rejected message is terminated so it is never redelivered.
