@@ -1,13 +1,16 @@
-//! The command line.
+//! The command line. Every subcommand is a thin wrapper around a library function.
 //!
-//! Exit codes: 0 success, 1 runtime failure (broker, checkpoint, service), 2 bad usage or bad
-//! settings.
+//! Exit codes, for scripts: 0 success (for `health`: the service answered); 1 a runtime failure
+//! (broker, checkpoint, file, service; for `health`: no answer); 2 bad usage or bad settings.
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{import_python_tables, CheckpointStore};
+use crate::engine::Engine;
 use crate::service::{serve, ServeOptions};
 use crate::settings::Settings;
 
@@ -17,8 +20,13 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// rl-v2: the learning brain of a crypto-futures trading stack.
+///
+/// Two tabular Q-learning agents (meta strategy, position sizing) learn from PREDICTION_GENERATED,
+/// TRADE_EXECUTED and POSITION_CLOSED events on NATS. Settings come from config/default.toml,
+/// the --config file, then RL_V2__SECTION__KEY environment variables.
+/// Exit codes: 0 success, 1 failure, 2 bad usage or settings.
 #[derive(Debug, Parser)]
-#[command(name = "rl-v2", version, about, long_about = None)]
+#[command(name = "rl-v2", version, about, long_about)]
 pub struct Cli {
     /// Settings file layered over config/default.toml (then RL_V2__SECTION__KEY variables).
     #[arg(long, short, global = true, value_name = "FILE")]
@@ -33,16 +41,82 @@ pub struct Cli {
 pub enum Command {
     /// Run the NATS service: consume events, publish decisions, learn, checkpoint.
     ///
-    /// Stops cleanly on SIGINT or SIGTERM: stops taking events, finishes those in flight,
-    /// flushes publishes, writes the final checkpoint and exits 0.
+    /// Loads the checkpoint from checkpoint.dir (or imports Python-format Q-tables found there),
+    /// connects to nats.url (retrying), and serves until SIGINT or SIGTERM: then it stops taking
+    /// events, finishes those in flight, flushes publishes, writes the final checkpoint and
+    /// exits 0. Exits 1 when it cannot start (corrupt checkpoint, no JetStream in jetstream
+    /// mode, a stream behind the checkpoint) and 2 on bad settings.
     Serve {
         /// When the checkpoint is corrupt, move it aside and start empty instead of stopping.
         #[arg(long)]
         discard_corrupt_checkpoint: bool,
     },
+    /// Train offline from a recorded event log and write a checkpoint.
+    ///
+    /// FILE holds one JSON object per line: {"subject": "...", "payload": <raw string or
+    /// object>}, optionally with "seq" and "received_at" as the transport stamped them. Starts
+    /// from the checkpoint in the output directory when there is one. Exits 0 when the log was
+    /// replayed (rejected events are counted, not fatal), 1 when the log or checkpoint cannot be
+    /// read or written.
+    Replay {
+        /// The event log (JSON Lines).
+        file: PathBuf,
+        /// Checkpoint directory to continue from and write to (default: checkpoint.dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Ignore an existing checkpoint in the output directory and start empty.
+        #[arg(long)]
+        fresh: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise a checkpoint: states visited, updates, epsilon, pending decisions, and the top
+    /// actions of the most-visited states.
+    ///
+    /// Exits 1 when there is no readable checkpoint.
+    Inspect {
+        /// Checkpoint directory (default: checkpoint.dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Most-visited states to list per agent.
+        #[arg(long, default_value_t = 5)]
+        states: usize,
+        /// Best actions to list per state.
+        #[arg(long, default_value_t = 3)]
+        actions: usize,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn the Python version's Q-table files into a checkpoint.
+    ///
+    /// Refuses to overwrite an existing checkpoint unless --force. Exits 1 when a file cannot be
+    /// read or holds an unknown action.
+    Import {
+        /// meta_strategy_q_table.json of the Python version.
+        #[arg(long, value_name = "FILE")]
+        meta: Option<PathBuf>,
+        /// position_sizing_q_table.json of the Python version.
+        #[arg(long, value_name = "FILE")]
+        sizing: Option<PathBuf>,
+        /// Checkpoint directory to write (default: checkpoint.dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Overwrite an existing checkpoint.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Ping the running service over NATS ($SRV.PING.<service.name>): exit 0 when it answers,
+    /// 1 when it does not.
+    Health {
+        /// Seconds to wait for the connection and for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
-fn load_settings(path: Option<&std::path::Path>) -> Result<Settings, ExitCode> {
+fn load_settings(path: Option<&Path>) -> Result<Settings, ExitCode> {
     Settings::load(path).map_err(|e| {
         eprintln!("rl-v2: {e}");
         ExitCode::from(EXIT_USAGE)
@@ -53,10 +127,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("rl-v2: cannot start the async runtime: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        })
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("rl-v2: {message}");
+    ExitCode::from(EXIT_FAILURE)
 }
 
 /// Parses the command line and runs the command.
@@ -69,11 +145,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), ExitCode> {
+    let settings = load_settings(cli.config.as_deref())?;
     match cli.command {
         Command::Serve {
             discard_corrupt_checkpoint,
         } => {
-            let settings = load_settings(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
             let rt = runtime()?;
             rt.block_on(async {
@@ -86,9 +162,144 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             })
             .map_err(|e| {
                 tracing::error!(error = %e, "rl-v2 stopped");
-                eprintln!("rl-v2: {e}");
-                ExitCode::from(EXIT_FAILURE)
+                fail(e)
             })
         }
+        Command::Replay {
+            file,
+            out,
+            fresh,
+            json,
+        } => replay(&settings, &file, out, fresh, json),
+        Command::Inspect {
+            dir,
+            states,
+            actions,
+            json,
+        } => {
+            let store = CheckpointStore::new(dir.unwrap_or(settings.checkpoint.dir.clone()));
+            let state = store
+                .read()
+                .map_err(fail)?
+                .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
+            let summary = crate::inspect::summarize(&state, states, actions);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::inspect::render(&summary));
+            }
+            Ok(())
+        }
+        Command::Import {
+            meta,
+            sizing,
+            out,
+            force,
+        } => {
+            if meta.is_none() && sizing.is_none() {
+                eprintln!("rl-v2: import needs --meta FILE, --sizing FILE, or both");
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));
+            if store.checkpoint_path().exists() && !force {
+                return Err(fail(format!(
+                    "{} exists; pass --force to overwrite it",
+                    store.checkpoint_path().display()
+                )));
+            }
+            let engine = import_python_tables(
+                &settings.engine_config(),
+                meta.as_deref(),
+                sizing.as_deref(),
+            )
+            .map_err(fail)?;
+            let path = store.write(engine.state()).map_err(fail)?;
+            println!(
+                "imported {} meta and {} sizing states into {}",
+                engine.state().meta.q().states_visited(),
+                engine.state().sizing.q().states_visited(),
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Health { timeout } => {
+            let timeout = Duration::from_secs_f64(timeout.max(0.1));
+            let rt = runtime()?;
+            match rt.block_on(crate::service::health::ping(&settings, timeout)) {
+                Ok(pong) => {
+                    println!("{} {} ({}) is up", pong.name, pong.version, pong.id);
+                    Ok(())
+                }
+                Err(e) => Err(fail(format!("unhealthy: {e}"))),
+            }
+        }
     }
+}
+
+fn replay(
+    settings: &Settings,
+    file: &Path,
+    out: Option<PathBuf>,
+    fresh: bool,
+    json: bool,
+) -> Result<(), ExitCode> {
+    let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));
+    let config = settings.engine_config();
+    let mut engine = if fresh {
+        Engine::new(config)
+    } else {
+        store
+            .load(&config)
+            .map_err(fail)?
+            .unwrap_or_else(|| Engine::new(config))
+    };
+    let log = std::fs::File::open(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    let size = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = indicatif::ProgressBar::new(size).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let reader = std::io::BufReader::new(progress.wrap_read(log));
+    let summary = crate::replay::replay(
+        &mut engine,
+        reader,
+        &settings.subjects,
+        settings.limits.max_payload_bytes,
+        |s| {
+            if s.lines % 1024 == 0 {
+                progress.set_message(format!("{} events, {} updates", s.applied, s.updates));
+            }
+        },
+    )
+    .map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    progress.finish_and_clear();
+    let path = store.write(engine.state()).map_err(fail)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "replayed {} lines: {} applied, {} rejected, {} already applied, {} foreign; {} decisions, {} updates",
+            summary.lines,
+            summary.applied,
+            summary.rejected.values().sum::<u64>(),
+            summary.already_applied,
+            summary.foreign_subjects,
+            summary.decisions,
+            summary.updates
+        );
+        println!(
+            "checkpoint written to {} (last_applied_seq {})",
+            path.display(),
+            engine.last_applied_seq()
+        );
+    }
+    Ok(())
 }

@@ -16,6 +16,8 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod inspect;
+pub mod replay;
 pub mod service;
 pub mod settings;
 pub mod shutdown;

@@ -148,6 +148,9 @@ pub struct QLearning<S: Ord> {
     epsilon: f64,
     update_count: u64,
     table: BTreeMap<S, Vec<f64>>,
+    /// Updates applied per state.
+    #[serde(default)]
+    visits: BTreeMap<S, u64>,
 }
 
 impl<S: Ord + Clone> QLearning<S> {
@@ -159,6 +162,7 @@ impl<S: Ord + Clone> QLearning<S> {
             epsilon: params.epsilon,
             update_count: 0,
             table: BTreeMap::new(),
+            visits: BTreeMap::new(),
         }
     }
 
@@ -190,6 +194,19 @@ impl<S: Ord + Clone> QLearning<S> {
     /// The table: state → Q-value per action.
     pub fn table(&self) -> &BTreeMap<S, Vec<f64>> {
         &self.table
+    }
+
+    /// Updates applied in `state`.
+    pub fn visits(&self, state: &S) -> u64 {
+        self.visits.get(state).copied().unwrap_or(0)
+    }
+
+    /// States by the number of updates applied in them, most first (ties in key order).
+    pub fn most_visited(&self, n: usize) -> Vec<(&S, u64)> {
+        let mut all: Vec<(&S, u64)> = self.visits.iter().map(|(s, v)| (s, *v)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        all.truncate(n);
+        all
     }
 
     /// Number of states with a row in the table.
@@ -280,6 +297,7 @@ impl<S: Ord + Clone> QLearning<S> {
             .entry(state.clone())
             .or_insert_with(|| vec![0.0; n])[action] = new_q;
         self.update_count += 1;
+        *self.visits.entry(state.clone()).or_insert(0) += 1;
         self.epsilon = (self.epsilon * self.params.epsilon_decay).max(self.params.epsilon_min);
         Ok(new_q)
     }
@@ -353,8 +371,11 @@ mod tests {
         let new_q = q.update(&"a", 0, 1.0, Some(&"b"), &all).unwrap();
         assert!((new_q - 0.01 * (1.0 + 0.99 * 2.0)).abs() < 1e-15);
         assert_eq!(q.update_count(), 1);
+        assert_eq!(q.visits(&"a"), 1);
         assert!((q.epsilon() - 0.0999).abs() < 1e-15);
         let terminal = q.update(&"a", 0, 1.0, None, &all).unwrap();
+        q.update(&"b", 2, 0.0, None, &all).unwrap();
+        assert_eq!(q.most_visited(5), vec![(&"a", 2), (&"b", 1)]);
         assert!((terminal - (new_q + 0.01 * (1.0 - new_q))).abs() < 1e-15);
     }
 

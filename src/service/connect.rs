@@ -11,7 +11,9 @@ use crate::settings::NatsSettings;
 /// Longest pause between reconnection attempts after the connection was lost.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
-async fn options(s: &NatsSettings) -> Result<async_nats::ConnectOptions, ServiceError> {
+/// Connection options from settings: credentials, TLS, unlimited quick reconnection, and a log
+/// line per connection change.
+pub async fn options(s: &NatsSettings) -> Result<async_nats::ConnectOptions, ServiceError> {
     let mut o = if !s.creds_file.is_empty() {
         async_nats::ConnectOptions::with_credentials_file(&s.creds_file)
             .await

@@ -10,6 +10,7 @@
 
 pub mod checkpointer;
 pub mod connect;
+pub mod health;
 pub mod jetstream;
 pub mod metrics;
 pub mod source;
