@@ -392,3 +392,67 @@ async fn a_request_to_prediction_generated_gets_the_decision_as_its_reply() {
     let published = collect(&mut meta, 1).await;
     assert_eq!(published[0], reply);
 }
+
+/// GETs `path` from `addr` over plain HTTP/1.1 and returns the body.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn prometheus_endpoint_exposes_counters_and_latency_histograms() {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let service = Service::start(
+        &server.url(),
+        &dir.path().join("data"),
+        &[
+            ("RL_V2__DELIVERY__MODE", "core"),
+            ("RL_V2__SERVICE__METRICS_ADDR", &addr),
+        ],
+    );
+    let client = client(&server.url()).await;
+    service.ready(&client).await;
+    request(
+        &client,
+        "PREDICTION_GENERATED",
+        prediction("BTCUSDT", 0.5, "m1"),
+    )
+    .await;
+    request(&client, "TRADE_EXECUTED", trade("BTCUSDT", 10, "m2")).await;
+    request(&client, "POSITION_CLOSED", close("BTCUSDT", 1.0, "m3")).await;
+    request(&client, "POSITION_CLOSED", "{".to_string()).await;
+    let ckpt = request(&client, "rl_v2.checkpoint", String::new()).await;
+    assert_eq!(ckpt["last_applied_seq"], 4);
+    let body = http_get(&addr, "/metrics").await;
+    for line in [
+        "rl_v2_events_total{kind=\"PREDICTION_GENERATED\"} 1",
+        "rl_v2_rejects_total{reason=\"invalid_json\"} 1",
+        "rl_v2_decisions_total{agent=\"meta_strategy\"} 1",
+        "rl_v2_updates_total 2",
+        "rl_v2_decision_latency_seconds_count 2",
+        "rl_v2_checkpoint_duration_seconds_count 1",
+        "rl_v2_last_applied_seq 4",
+        "rl_v2_states_visited{agent=\"meta_strategy\"} 1",
+    ] {
+        assert!(body.contains(line), "missing `{line}` in:\n{body}");
+    }
+}

@@ -274,6 +274,7 @@ pub fn consume(
                     subject: message.subject.to_string(),
                     payload: message.payload.clone(),
                     received_at: published,
+                    arrived: std::time::Instant::now(),
                     delivery: Delivery::JetStream {
                         seq,
                         message: Box::new(message),

@@ -7,9 +7,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Service-level counters.
-#[derive(Debug, Default)]
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+impl Default for ServiceMetrics {
+    fn default() -> Self {
+        Self {
+            // 10 µs … ~5 s
+            decision_latency: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
+            // 1 ms … ~30 s
+            checkpoint_duration: Histogram::new(exponential_buckets(1e-3, 2.0, 16)),
+            messages_by_subject: Mutex::default(),
+            decisions_published: AtomicU64::default(),
+            dead_letters: AtomicU64::default(),
+            publish_failures: AtomicU64::default(),
+            duplicates_skipped: AtomicU64::default(),
+            events_lost: AtomicU64::default(),
+            checkpoints: AtomicU64::default(),
+            checkpoint_failures: AtomicU64::default(),
+            last_checkpoint_seq: AtomicU64::default(),
+            last_checkpoint_ms: AtomicU64::default(),
+        }
+    }
+}
+
+/// Service-level counters and histograms.
+#[derive(Debug)]
 pub struct ServiceMetrics {
+    /// Seconds from a message's arrival to its decision being published.
+    pub decision_latency: Histogram,
+    /// Seconds to write a checkpoint.
+    pub checkpoint_duration: Histogram,
     messages_by_subject: Mutex<BTreeMap<String, u64>>,
     decisions_published: AtomicU64,
     dead_letters: AtomicU64,
@@ -88,6 +115,7 @@ impl ServiceMetrics {
     /// Records a written checkpoint.
     pub fn checkpoint_written(&self, seq: u64, took: Duration) {
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_duration.observe(took.as_secs_f64());
         self.last_checkpoint_seq.store(seq, Ordering::Relaxed);
         self.last_checkpoint_ms
             .store(took.as_millis() as u64, Ordering::Relaxed);

@@ -13,6 +13,7 @@ pub mod connect;
 pub mod health;
 pub mod jetstream;
 pub mod metrics;
+pub mod prometheus;
 pub mod source;
 
 use async_nats::service::ServiceExt;
@@ -208,6 +209,20 @@ pub async fn serve(
         "rl-v2 serving"
     );
 
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<prometheus::StatsRequest>(8);
+    let metrics_task = match settings.service.metrics_addr.as_str() {
+        "" => None,
+        addr => {
+            let addr = addr
+                .parse()
+                .map_err(|e| ServiceError::Settings(format!("service.metrics_addr {addr}: {e}")))?;
+            Some(
+                prometheus::serve_metrics(addr, scrapes_tx, metrics.clone(), shutdown.clone())
+                    .await?,
+            )
+        }
+    };
+
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
     let mut rx = rx;
     loop {
@@ -219,7 +234,13 @@ pub async fn serve(
             },
             Some(request) = stats_endpoint.next() => event_loop.answer_stats(request).await,
             Some(request) = checkpoint_endpoint.next() => event_loop.answer_checkpoint(request).await,
+            Some(reply_to) = scrapes.recv() => {
+                let _ = reply_to.send(event_loop.stats());
+            }
         }
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
     for task in sources {
         let _ = task.await;
@@ -289,6 +310,9 @@ impl EventLoop {
             } => {
                 for decision in &decisions {
                     self.publish_decision(decision, &msg.delivery).await;
+                    self.metrics
+                        .decision_latency
+                        .observe(msg.arrived.elapsed().as_secs_f64());
                 }
                 if let (true, Delivery::Core { reply: Some(reply) }) =
                     (decisions.is_empty(), &msg.delivery)

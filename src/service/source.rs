@@ -42,6 +42,8 @@ pub struct Inbound {
     pub payload: Bytes,
     /// Transport time, epoch seconds: the event time when the event carries none.
     pub received_at: f64,
+    /// When this process got it, for the decision-latency histogram.
+    pub arrived: std::time::Instant,
     /// How it was delivered.
     pub delivery: Delivery,
 }
@@ -78,6 +80,7 @@ pub async fn core(
                 subject: msg.subject.to_string(),
                 payload: msg.payload,
                 received_at: now_secs(),
+                arrived: std::time::Instant::now(),
                 delivery: Delivery::Core { reply: msg.reply },
             };
             loop {
