@@ -81,7 +81,7 @@ async fn scrape(State(shared): State<Shared>) -> impl IntoResponse {
 
 type Labels = Vec<(String, String)>;
 
-fn counter_family<'a>(
+fn counter_family(
     registry: &mut Registry,
     name: &str,
     help: &str,
