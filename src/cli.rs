@@ -107,6 +107,49 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Measure rl-v2 against a bare async-nats service, side by side, in one run.
+    ///
+    /// Starts its own nats-server per scenario (nats-server on PATH, /usr/sbin/nats-server, or
+    /// $NATS_SERVER) and runs: core mode (bare baseline, rl-v2), JetStream mode (bare JetStream
+    /// baseline, rl-v2), fixed-rate latency with and without checkpoints of a large Q-table, and
+    /// peak memory after a small and a large number of events. Prints Markdown tables with the
+    /// ratios rl-v2 ÷ baseline. Build with --release for meaningful figures. Exits 1 when a
+    /// scenario cannot run.
+    Bench {
+        /// Events per saturation run.
+        #[arg(long, default_value_t = 60_000)]
+        events: u64,
+        /// Symbols the load cycles over.
+        #[arg(long, default_value_t = 1_000)]
+        symbols: u64,
+        /// Outstanding decisions allowed at saturation.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Events per second of the fixed-rate runs.
+        #[arg(long, default_value_t = 6_000)]
+        rate: u64,
+        /// Seconds of each fixed-rate run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Q-table states of the checkpoint scenario.
+        #[arg(long, default_value_t = 100_000)]
+        checkpoint_states: usize,
+        /// Events of the small and the large memory run.
+        #[arg(long, num_args = 2, value_names = ["SMALL", "LARGE"], default_values_t = [100_000u64, 1_000_000])]
+        memory_events: Vec<u64>,
+        /// Parts to run (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<crate::bench::Part>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Internal: run the memory workload with this many events and print peak RSS.
+        #[arg(long, hide = true)]
+        memory_child: Option<u64>,
+        /// Internal: symbols of the memory workload.
+        #[arg(long, hide = true, default_value_t = 10_000)]
+        symbols_memory: u64,
+    },
     /// Ping the running service over NATS ($SRV.PING.<service.name>): exit 0 when it answers,
     /// 1 when it does not.
     Health {
@@ -223,6 +266,64 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 engine.state().sizing.q().states_visited(),
                 path.display()
             );
+            Ok(())
+        }
+        Command::Bench {
+            events,
+            symbols,
+            window,
+            rate,
+            seconds,
+            checkpoint_states,
+            memory_events,
+            only,
+            json,
+            memory_child,
+            symbols_memory,
+        } => {
+            if let Some(n) = memory_child {
+                let (rss, states) = crate::bench::memory_run(n, symbols_memory);
+                println!("{rss} {states}");
+                return Ok(());
+            }
+            let defaults = crate::bench::BenchOptions::default();
+            let opts = crate::bench::BenchOptions {
+                events,
+                symbols,
+                window,
+                rate,
+                seconds,
+                checkpoint_states,
+                memory_events: (
+                    memory_events
+                        .first()
+                        .copied()
+                        .unwrap_or(defaults.memory_events.0),
+                    memory_events
+                        .get(1)
+                        .copied()
+                        .unwrap_or(defaults.memory_events.1),
+                ),
+                memory_symbols: symbols_memory,
+                parts: if only.is_empty() {
+                    defaults.parts.clone()
+                } else {
+                    only
+                },
+                ..defaults
+            };
+            let rt = runtime()?;
+            let report = rt
+                .block_on(crate::bench::run(&opts, |step| eprintln!("bench: {step}")))
+                .map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::bench::render(&report, &opts));
+            }
             Ok(())
         }
         Command::Health { timeout } => {

@@ -10,6 +10,7 @@
 //! * [`checkpoint`]: durable, atomic snapshots of the engine;
 //! * the shells around the engine (the NATS service, the command line).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod decision;
