@@ -220,9 +220,9 @@ pub struct EngineState {
     /// The position-sizing agent.
     pub sizing: Agent,
     /// Pending meta decisions by symbol.
-    pub pending: BTreeMap<String, PendingMeta>,
+    pub pending: BTreeMap<String, Box<PendingMeta>>,
     /// Open positions by symbol.
-    pub positions: BTreeMap<String, Position>,
+    pub positions: BTreeMap<String, Box<Position>>,
     /// Latest prices by symbol.
     pub market: BTreeMap<String, MarketContext>,
     /// Account win rate.
@@ -510,12 +510,18 @@ impl Engine {
         if let Some(prices) = &p.price_history {
             let keep = self.config.price_history_len;
             let tail = &prices[prices.len().saturating_sub(keep)..];
-            self.state.market.insert(
-                event.symbol.clone(),
-                MarketContext {
-                    prices: tail.to_vec(),
-                },
-            );
+            match self.state.market.get_mut(&event.symbol) {
+                Some(context) => {
+                    context.prices.clear();
+                    context.prices.extend_from_slice(tail);
+                }
+                None => {
+                    let prices = tail.to_vec();
+                    self.state
+                        .market
+                        .insert(event.symbol.clone(), MarketContext { prices });
+                }
+            }
         }
         let market = self.market_view(&event.symbol);
         let key = self
@@ -541,13 +547,16 @@ impl Engine {
             regime: market.regime,
             time: event.time,
         };
-        if self
-            .state
-            .pending
-            .insert(event.symbol.clone(), pending)
-            .is_some()
-        {
-            self.state.counters.superseded_pending += 1;
+        match self.state.pending.get_mut(&event.symbol) {
+            Some(slot) => {
+                **slot = pending;
+                self.state.counters.superseded_pending += 1;
+            }
+            None => {
+                self.state
+                    .pending
+                    .insert(event.symbol.clone(), Box::new(pending));
+            }
         }
         decision
     }
@@ -580,22 +589,25 @@ impl Engine {
             reward_exposure: t.reward_exposure(),
             time: event.time,
         };
-        let open = self.state.positions.remove(&event.symbol);
-        let meta = match open {
-            Some(position) if !self.expired(position.sizing.time, event.time) => {
+        let window = self.config.reward_window_secs;
+        if let Some(position) = self.state.positions.get_mut(&event.symbol) {
+            if event.time - position.sizing.time <= window {
+                // A second trade on an open position: new sizing, same meta decision.
+                position.sizing = sizing;
                 self.state.counters.replaced_sizing += 1;
-                position.meta
+                return decision;
             }
-            expired => {
-                if expired.is_some() {
-                    self.state.counters.expired_positions += 1;
-                }
-                self.take_pending(&event.symbol, event.time)
+            self.state.counters.expired_positions += 1;
+            let meta = self.take_pending(&event.symbol, event.time);
+            if let Some(position) = self.state.positions.get_mut(&event.symbol) {
+                **position = Position { meta, sizing };
             }
-        };
+            return decision;
+        }
+        let meta = self.take_pending(&event.symbol, event.time);
         self.state
             .positions
-            .insert(event.symbol.clone(), Position { meta, sizing });
+            .insert(event.symbol.clone(), Box::new(Position { meta, sizing }));
         decision
     }
 
@@ -606,7 +618,7 @@ impl Engine {
             self.state.counters.expired_pending += 1;
             None
         } else {
-            Some(pending)
+            Some(*pending)
         }
     }
 
@@ -623,7 +635,10 @@ impl Engine {
             pressure: computed.pressure,
         };
         let (meta, sizing) = match self.state.positions.remove(&event.symbol) {
-            Some(p) if !self.expired(p.sizing.time, event.time) => (p.meta, Some(p.sizing)),
+            Some(p) if !self.expired(p.sizing.time, event.time) => {
+                let p = *p;
+                (p.meta, Some(p.sizing))
+            }
             expired => {
                 if expired.is_some() {
                     self.state.counters.expired_positions += 1;

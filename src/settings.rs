@@ -249,6 +249,8 @@ pub struct CheckpointSettings {
     pub dir: PathBuf,
     /// Q-updates between checkpoints.
     pub every_updates: u64,
+    /// Shortest time between two periodic checkpoints, seconds.
+    pub min_interval_secs: f64,
 }
 
 /// Payload limits.
@@ -377,6 +379,14 @@ impl Settings {
         }
         if !(self.delivery.ack_wait_secs.is_finite() && self.delivery.ack_wait_secs >= 1.0) {
             return Err(invalid("delivery.ack_wait_secs", "must be at least 1"));
+        }
+        if !(self.checkpoint.min_interval_secs.is_finite()
+            && self.checkpoint.min_interval_secs >= 0.0)
+        {
+            return Err(invalid(
+                "checkpoint.min_interval_secs",
+                "must be a number >= 0",
+            ));
         }
         if self.checkpoint.every_updates == 0 {
             return Err(invalid("checkpoint.every_updates", "must be at least 1"));

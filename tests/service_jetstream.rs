@@ -240,6 +240,7 @@ async fn a_message_redelivered_after_its_ack_wait_is_not_applied_twice() {
     let checkpointer = Checkpointer::start(
         rl_v2::checkpoint::CheckpointStore::new(dir.path()),
         metrics.clone(),
+        Duration::ZERO,
     );
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
     event_loop.handle(first).await;

@@ -162,9 +162,15 @@ impl Agent {
 
     /// Statistics in the seed's shape.
     pub fn stats(&self) -> AgentStats {
-        let values = self.q.table().values().flatten().copied();
-        let n = values.clone().count();
+        let (mut n, mut sum, mut max, mut min) = (0usize, 0.0, f64::MIN, f64::MAX);
+        for q in self.q.table().values().flatten() {
+            n += 1;
+            sum += q;
+            max = max.max(*q);
+            min = min.min(*q);
+        }
         let params = self.q.params();
+        let or_zero = |v: f64| if n == 0 { 0.0 } else { v };
         AgentStats {
             agent_type: self.kind,
             q_learning_stats: QLearningStats {
@@ -174,21 +180,9 @@ impl Agent {
                 update_count: self.q.update_count(),
                 states_visited: self.q.states_visited(),
                 total_q_entries: n,
-                avg_q_value: if n == 0 {
-                    0.0
-                } else {
-                    values.clone().sum::<f64>() / n as f64
-                },
-                max_q_value: if n == 0 {
-                    0.0
-                } else {
-                    values.clone().fold(f64::MIN, f64::max)
-                },
-                min_q_value: if n == 0 {
-                    0.0
-                } else {
-                    values.fold(f64::MAX, f64::min)
-                },
+                avg_q_value: or_zero(sum / n.max(1) as f64),
+                max_q_value: or_zero(max),
+                min_q_value: or_zero(min),
             },
             episode_stats: self.episodes.stats(),
             action_space_size: self.kind.action_space_size(),

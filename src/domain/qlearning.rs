@@ -1,7 +1,10 @@
 //! A generic tabular Q-learning core for any finite MDP.
 //!
-//! States are any ordered key (`S: Ord`), actions are indices `0..n_actions`. The table is a
-//! `BTreeMap` so that iterating it, and so every checkpoint and export, is in a fixed order.
+//! States are any ordered key (`S: Ord + Clone`), actions are indices `0..n_actions`. The table
+//! is an ordered map, so iterating it, and so every checkpoint and export, is in a fixed order.
+//! It is a persistent map ([`imbl::OrdMap`]): cloning it is O(1) and shares structure, so a
+//! checkpoint can snapshot a table of 100k states without stalling the event loop; updates after
+//! a snapshot copy only the few nodes they touch.
 //!
 //! ```
 //! use rl_v2::domain::qlearning::{ActionSet, Hyperparameters, QLearning};
@@ -17,7 +20,6 @@
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Learning rate, discount, and the ε-greedy schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -139,18 +141,25 @@ pub enum UpdateError {
     },
 }
 
+/// State → Q-value per action.
+pub type Table<S> = imbl::OrdMap<S, Vec<f64>>;
+
 /// A Q-table with its learning schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QLearning<S: Ord> {
+#[serde(bound(
+    serialize = "S: Ord + Clone + Serialize",
+    deserialize = "S: Ord + Clone + Deserialize<'de>"
+))]
+pub struct QLearning<S: Ord + Clone> {
     n_actions: usize,
     #[serde(skip)]
     params: Hyperparameters,
     epsilon: f64,
     update_count: u64,
-    table: BTreeMap<S, Vec<f64>>,
+    table: Table<S>,
     /// Updates applied per state.
     #[serde(default)]
-    visits: BTreeMap<S, u64>,
+    visits: imbl::OrdMap<S, u64>,
 }
 
 impl<S: Ord + Clone> QLearning<S> {
@@ -161,8 +170,8 @@ impl<S: Ord + Clone> QLearning<S> {
             params,
             epsilon: params.epsilon,
             update_count: 0,
-            table: BTreeMap::new(),
-            visits: BTreeMap::new(),
+            table: Table::new(),
+            visits: imbl::OrdMap::new(),
         }
     }
 
@@ -192,7 +201,7 @@ impl<S: Ord + Clone> QLearning<S> {
     }
 
     /// The table: state → Q-value per action.
-    pub fn table(&self) -> &BTreeMap<S, Vec<f64>> {
+    pub fn table(&self) -> &Table<S> {
         &self.table
     }
 

@@ -4,10 +4,15 @@
 //! it off the async runtime's worker threads. The queue holds one snapshot: a periodic
 //! checkpoint that comes due while another is queued is coalesced into the next one, so a slow
 //! disk never makes snapshots pile up in memory.
+//!
+//! Periodic checkpoints are also paced: one starts no sooner than `min_interval` after the
+//! previous one finished, nor sooner than twice as long as the previous one took. Under a flood
+//! of updates the writer so takes at most about a third of a core, and the event loop keeps the
+//! rest; on-demand and final checkpoints are never paced.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -31,16 +36,34 @@ struct Job {
     done: Option<oneshot::Sender<Result<Written, String>>>,
 }
 
+/// When the last checkpoint finished and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    finished: Instant,
+    took: Duration,
+}
+
+/// Time between periodic checkpoints, as a multiple of the last one's duration.
+const SPACING_FACTOR: u32 = 2;
+
 /// Handle to the writer task.
 pub struct Checkpointer {
     tx: mpsc::Sender<Job>,
     task: JoinHandle<()>,
+    pacing: Arc<Mutex<Option<Pacing>>>,
+    min_interval: Duration,
 }
 
 impl Checkpointer {
-    /// Starts the writer for `store`.
-    pub fn start(store: CheckpointStore, metrics: Arc<ServiceMetrics>) -> Self {
+    /// Starts the writer for `store`; periodic checkpoints are at least `min_interval` apart.
+    pub fn start(
+        store: CheckpointStore,
+        metrics: Arc<ServiceMetrics>,
+        min_interval: Duration,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(1);
+        let pacing = Arc::new(Mutex::new(None));
+        let paced = pacing.clone();
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let store = store.clone();
@@ -53,6 +76,12 @@ impl Checkpointer {
                     .map_err(|e| e.to_string())
                     .and_then(|r| r.map_err(|e| e.to_string()));
                 let elapsed = started.elapsed();
+                if let Ok(mut p) = paced.lock() {
+                    *p = Some(Pacing {
+                        finished: Instant::now(),
+                        took: elapsed,
+                    });
+                }
                 let outcome = match result {
                     Ok(path) => {
                         metrics.checkpoint_written(seq, elapsed);
@@ -74,12 +103,32 @@ impl Checkpointer {
                 }
             }
         });
-        Self { tx, task }
+        Self {
+            tx,
+            task,
+            pacing,
+            min_interval,
+        }
     }
 
-    /// Queues a periodic checkpoint unless one is already queued; returns whether it was
-    /// queued (if not, the caller tries again later).
+    /// Whether pacing lets a periodic checkpoint start now.
+    fn paced_ready(&self) -> bool {
+        let last = self.pacing.lock().ok().and_then(|p| *p);
+        match last {
+            None => true,
+            Some(p) => {
+                let gap = self.min_interval.max(p.took * SPACING_FACTOR);
+                p.finished.elapsed() >= gap
+            }
+        }
+    }
+
+    /// Queues a periodic checkpoint unless one is already queued or pacing says wait; returns
+    /// whether it was queued (if not, the caller tries again later).
     pub fn offer(&self, state: &EngineState) -> bool {
+        if !self.paced_ready() {
+            return false;
+        }
         match self.tx.try_reserve() {
             Ok(permit) => {
                 permit.send(Job {

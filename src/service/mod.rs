@@ -33,7 +33,7 @@ use crate::event::DecodeError;
 use crate::settings::{DeliveryMode, Settings};
 use checkpointer::Checkpointer;
 use metrics::{ServiceMetrics, ServiceSnapshot};
-use source::{Delivery, Inbound};
+use source::{Delivery, Inbound, Source};
 
 /// Messages buffered between the sources and the event loop.
 const INBOUND_CAPACITY: usize = 4096;
@@ -135,11 +135,8 @@ pub async fn serve(
         return Ok(());
     };
     let metrics = Arc::new(ServiceMetrics::default());
-    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-    let sources = match settings.delivery.mode {
-        DeliveryMode::Core => {
-            source::core(&client, &settings.subjects, tx, shutdown.clone()).await?
-        }
+    let (source, consuming) = match settings.delivery.mode {
+        DeliveryMode::Core => (Source::core(&client, &settings.subjects).await?, None),
         DeliveryMode::Jetstream => {
             let js = async_nats::jetstream::new(client.clone());
             let mut stream = jetstream::prepare_stream(
@@ -174,7 +171,8 @@ pub async fn serve(
                     "events aged out of the stream before rl-v2 applied them; they are lost to learning"
                 );
             }
-            vec![jetstream::consume(
+            let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+            let task = jetstream::consume(
                 stream,
                 plan.start_seq,
                 settings.delivery.clone(),
@@ -182,10 +180,15 @@ pub async fn serve(
                 tx,
                 shutdown.clone(),
                 metrics.clone(),
-            )]
+            );
+            (Source::Channel(rx), Some(task))
         }
     };
-    let checkpointer = Checkpointer::start(store, metrics.clone());
+    let checkpointer = Checkpointer::start(
+        store,
+        metrics.clone(),
+        std::time::Duration::from_secs_f64(settings.checkpoint.min_interval_secs),
+    );
     let name = settings.service.name.clone();
     let service = client
         .service_builder()
@@ -224,11 +227,18 @@ pub async fn serve(
     };
 
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
-    let mut rx = rx;
+    let mut source = source;
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
+        let drain_deadline = draining.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
-            msg = rx.recv() => match msg {
+            _ = shutdown.cancelled(), if draining.is_none() => {
+                // Stop taking events; those already sent to us are still handled.
+                source.stop().await;
+                draining = Some(tokio::time::Instant::now() + source::DRAIN_TIMEOUT);
+            }
+            msg = source.next() => match msg {
                 Some(msg) => event_loop.handle(msg).await,
                 None => break,
             },
@@ -237,12 +247,16 @@ pub async fn serve(
             Some(reply_to) = scrapes.recv() => {
                 let _ = reply_to.send(event_loop.stats());
             }
+            _ = tokio::time::sleep_until(drain_deadline), if draining.is_some() => {
+                tracing::warn!("in-flight events did not arrive within {:?}; stopping", source::DRAIN_TIMEOUT);
+                break;
+            }
         }
     }
-    if let Some(task) = metrics_task {
+    if let Some(task) = consuming {
         let _ = task.await;
     }
-    for task in sources {
+    if let Some(task) = metrics_task {
         let _ = task.await;
     }
     tracing::info!("events drained; flushing and writing the final checkpoint");

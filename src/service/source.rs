@@ -5,8 +5,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::ServiceError;
 use crate::event::EventKind;
@@ -55,57 +53,78 @@ pub fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Subscribes to the three event subjects with plain core-NATS subscriptions. Each subscription
-/// is forwarded by its own task; on shutdown each drains (the server stops sending, messages
-/// already sent are still forwarded) and then drops its sender, so the event loop sees the
-/// channel close once every in-flight message is handed over.
-pub async fn core(
-    client: &async_nats::Client,
-    subjects: &Subjects,
-    tx: mpsc::Sender<Inbound>,
-    shutdown: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, ServiceError> {
-    let mut tasks = Vec::new();
-    for kind in EventKind::ALL {
-        let subject = subjects.event(kind).to_string();
-        let mut sub = client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| ServiceError::Nats(format!("subscribe to {subject}: {e}")))?;
-        let tx = tx.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let forward = |msg: async_nats::Message| Inbound {
-                kind,
-                subject: msg.subject.to_string(),
-                payload: msg.payload,
-                received_at: now_secs(),
-                arrived: std::time::Instant::now(),
-                delivery: Delivery::Core { reply: msg.reply },
-            };
-            loop {
-                tokio::select! {
-                    msg = sub.next() => match msg {
-                        Some(msg) => {
-                            if tx.send(forward(msg)).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => return,
-                    },
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-            if let Err(e) = sub.drain().await {
-                tracing::warn!(subject, error = %e, "drain failed");
-            }
-            let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-            while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
-                if tx.send(forward(msg)).await.is_err() {
-                    return;
-                }
-            }
-        }));
+/// Where the event loop takes its messages from. Polling it is cancel-safe, so the loop can
+/// select on it beside the service endpoints.
+pub enum Source {
+    /// Plain core-NATS subscriptions to the three event subjects, polled directly by the event
+    /// loop (no task or channel in between).
+    Core {
+        /// The three subscriptions, merged.
+        subscriptions: futures::stream::SelectAll<async_nats::Subscriber>,
+        /// Subject names, to tell the event kinds apart.
+        subjects: Subjects,
+    },
+    /// Messages handed over by a consuming task (JetStream).
+    Channel(mpsc::Receiver<Inbound>),
+}
+
+impl Source {
+    /// Subscribes to the three event subjects.
+    pub async fn core(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+    ) -> Result<Self, ServiceError> {
+        let mut subs = Vec::new();
+        for kind in EventKind::ALL {
+            let subject = subjects.event(kind).to_string();
+            subs.push(
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| ServiceError::Nats(format!("subscribe to {subject}: {e}")))?,
+            );
+        }
+        Ok(Self::Core {
+            subscriptions: futures::stream::select_all(subs),
+            subjects: subjects.clone(),
+        })
     }
-    Ok(tasks)
+
+    /// The next message; `None` once the source is stopped and everything in flight was
+    /// handed over.
+    pub async fn next(&mut self) -> Option<Inbound> {
+        match self {
+            Self::Core {
+                subscriptions,
+                subjects,
+            } => loop {
+                let msg = subscriptions.next().await?;
+                // Only the three event subjects are subscribed to.
+                let Some(kind) = subjects.kind_of(msg.subject.as_str()) else {
+                    continue;
+                };
+                return Some(Inbound {
+                    kind,
+                    subject: msg.subject.to_string(),
+                    payload: msg.payload,
+                    received_at: now_secs(),
+                    arrived: std::time::Instant::now(),
+                    delivery: Delivery::Core { reply: msg.reply },
+                });
+            },
+            Self::Channel(rx) => rx.recv().await,
+        }
+    }
+
+    /// Stops taking new messages: core subscriptions are drained (the server stops sending;
+    /// what it already sent is still handed over). A channel source stops with its task.
+    pub async fn stop(&mut self) {
+        if let Self::Core { subscriptions, .. } = self {
+            for sub in subscriptions.iter_mut() {
+                if let Err(e) = sub.drain().await {
+                    tracing::warn!(error = %e, "drain failed");
+                }
+            }
+        }
+    }
 }
