@@ -140,6 +140,9 @@ pub enum Command {
         /// Parts to run (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<crate::bench::Part>,
+        /// Pairs of runs per comparison (figures are medians).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -277,6 +280,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             checkpoint_states,
             memory_events,
             only,
+            repeat,
             json,
             memory_child,
             symbols_memory,
@@ -310,6 +314,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 } else {
                     only
                 },
+                repeat,
                 ..defaults
             };
             let rt = runtime()?;

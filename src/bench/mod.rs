@@ -46,6 +46,9 @@ pub struct BenchOptions {
     pub nats_server: PathBuf,
     /// Which parts to run.
     pub parts: Vec<Part>,
+    /// Pairs of runs (baseline then rl-v2, or without then with checkpoints) per comparison;
+    /// figures are medians, ratios the median of the pairs' ratios.
+    pub repeat: usize,
 }
 
 /// A part of the benchmark.
@@ -74,6 +77,7 @@ impl Default for BenchOptions {
             memory_symbols: 10_000,
             nats_server: server::nats_server_bin(),
             parts: vec![Part::Core, Part::Jetstream, Part::Checkpoint, Part::Memory],
+            repeat: 3,
         }
     }
 }
@@ -123,7 +127,7 @@ pub struct CheckpointStall {
     pub without: Measured,
     /// With a checkpoint due every 100 updates.
     pub with: Measured,
-    /// Checkpoints written during the run.
+    /// Checkpoints written during all the runs with checkpoints.
     pub checkpoints_written: u64,
     /// with ÷ without p99.
     pub p99_ratio: f64,
@@ -307,25 +311,58 @@ async fn checkpoints_written(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The median of `values` (0 when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Field-by-field medians of repeated measurements.
+fn median_of(runs: &[Measured]) -> Measured {
+    let m = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
+    Measured {
+        name: runs.first().map(|r| r.name.clone()).unwrap_or_default(),
+        events_per_sec: m(|r| r.events_per_sec),
+        decisions_per_sec: m(|r| r.decisions_per_sec),
+        lost_at_saturation: runs.iter().map(|r| r.lost_at_saturation).max().unwrap_or(0),
+        p50_ms: m(|r| r.p50_ms),
+        p99_ms: m(|r| r.p99_ms),
+        max_ms: m(|r| r.max_ms),
+        lost_at_rate: runs.iter().map(|r| r.lost_at_rate).max().unwrap_or(0),
+        achieved_rate: m(|r| r.achieved_rate),
+    }
+}
+
 async fn compare(
     opts: &BenchOptions,
     mode: DeliveryMode,
     label: &str,
 ) -> Result<Comparison, String> {
-    let (baseline, _) = measure(
-        opts,
-        Subject::Baseline,
-        mode,
-        &format!("bare async-nats ({label})"),
-        None,
-    )
-    .await?;
-    let (rl_v2, _) = measure(opts, Subject::RlV2, mode, &format!("rl-v2 ({label})"), None).await?;
+    let (mut baselines, mut rl, mut throughput, mut p99) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.repeat.max(1) {
+        let (b, _) = measure(
+            opts,
+            Subject::Baseline,
+            mode,
+            &format!("bare async-nats ({label})"),
+            None,
+        )
+        .await?;
+        let (r, _) = measure(opts, Subject::RlV2, mode, &format!("rl-v2 ({label})"), None).await?;
+        throughput.push(r.decisions_per_sec / b.decisions_per_sec.max(1e-9));
+        p99.push(r.p99_ms / b.p99_ms.max(1e-9));
+        baselines.push(b);
+        rl.push(r);
+    }
     Ok(Comparison {
-        throughput_ratio: rl_v2.decisions_per_sec / baseline.decisions_per_sec.max(1e-9),
-        p99_ratio: rl_v2.p99_ms / baseline.p99_ms.max(1e-9),
-        baseline,
-        rl_v2,
+        baseline: median_of(&baselines),
+        rl_v2: median_of(&rl),
+        throughput_ratio: median(throughput),
+        p99_ratio: median(p99),
     })
 }
 
@@ -346,37 +383,44 @@ pub fn engine_with_states(states: usize, config: &EngineConfig) -> Engine {
 }
 
 async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String> {
-    let mut runs = Vec::new();
-    for every in [1_000_000_000u64, 100] {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default());
-        CheckpointStore::new(dir.path())
-            .write(engine.state())
-            .map_err(|e| e.to_string())?;
-        let label = if every == 100 {
-            "with checkpoints"
-        } else {
-            "without checkpoints"
-        };
-        runs.push(
-            measure(
-                opts,
-                Subject::RlV2,
-                DeliveryMode::Core,
-                label,
-                Some((dir.path(), every)),
-            )
-            .await?,
-        );
+    let (mut without, mut with, mut ratios, mut written) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..opts.repeat.max(1) {
+        let mut pair = Vec::new();
+        for every in [1_000_000_000u64, 100] {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default());
+            CheckpointStore::new(dir.path())
+                .write(engine.state())
+                .map_err(|e| e.to_string())?;
+            let label = if every == 100 {
+                "with checkpoints"
+            } else {
+                "without checkpoints"
+            };
+            pair.push(
+                measure(
+                    opts,
+                    Subject::RlV2,
+                    DeliveryMode::Core,
+                    label,
+                    Some((dir.path(), every)),
+                )
+                .await?,
+            );
+        }
+        let (w, n) = pair.pop().ok_or("no run")?;
+        let (wo, _) = pair.pop().ok_or("no run")?;
+        ratios.push(w.p99_ms / wo.p99_ms.max(1e-9));
+        written += n;
+        with.push(w);
+        without.push(wo);
     }
-    let (with, written) = runs.pop().ok_or("no run")?;
-    let (without, _) = runs.pop().ok_or("no run")?;
     Ok(CheckpointStall {
         states: opts.checkpoint_states,
-        p99_ratio: with.p99_ms / without.p99_ms.max(1e-9),
-        without,
-        with,
+        without: median_of(&without),
+        with: median_of(&with),
         checkpoints_written: written,
+        p99_ratio: median(ratios),
     })
 }
 
@@ -482,8 +526,8 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<
 /// The report as Markdown tables, with the targets each ratio is held to.
 pub fn render(r: &Report, opts: &BenchOptions) -> String {
     let mut out = format!(
-        "machine: {}\nload: {} events at saturation (window {}), {} events/s for {} s, over {} symbols\n\n",
-        r.machine, opts.events, opts.window, opts.rate, opts.seconds, opts.symbols
+        "machine: {}\nload: {} events at saturation (window {}), {} events/s for {} s, over {} symbols; medians of {} pairs of runs\n\n",
+        r.machine, opts.events, opts.window, opts.rate, opts.seconds, opts.symbols, opts.repeat.max(1)
     );
     let row = |m: &Measured| {
         format!(
