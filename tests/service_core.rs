@@ -456,3 +456,150 @@ async fn prometheus_endpoint_exposes_counters_and_latency_histograms() {
         assert!(body.contains(line), "missing `{line}` in:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn a_corrupt_checkpoint_stops_start_up_untouched_unless_discarded() {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let corrupt = b"{\"format_version\": 1, \"last_applied_seq\": 12, \"meta\": {";
+    std::fs::write(data.join("checkpoint.json"), corrupt).unwrap();
+    let mut refused = Service::start(&server.url(), &data, &CORE);
+    assert_eq!(refused.wait().await.code(), Some(1));
+    let log = refused.log_text();
+    assert!(log.contains("checkpoint.json is corrupt"), "{log}");
+    assert_eq!(
+        std::fs::read(data.join("checkpoint.json")).unwrap(),
+        corrupt,
+        "left untouched"
+    );
+
+    let mut cmd_env = CORE.to_vec();
+    cmd_env.push(("RL_V2__LOG__LEVEL", "info"));
+    let started = Service::start_with_args(
+        &server.url(),
+        &data,
+        &cmd_env,
+        &["--discard-corrupt-checkpoint"],
+    );
+    let client = client(&server.url()).await;
+    started.ready(&client).await;
+    let aside: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), corrupt);
+    assert_eq!(stats(&client).await["last_applied_seq"], 0);
+}
+
+#[tokio::test]
+async fn python_tables_in_the_checkpoint_dir_are_imported_at_start_up() {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("meta_strategy_q_table.json"),
+        r#"{"q_table": {"UNKNOWN|vol=3|press=2|conf=4|wr=2|health=2": {"momentum_flip|ensemble|1.5": 2.0}}, "epsilon": 0.05, "update_count": 40}"#,
+    )
+    .unwrap();
+    let service = Service::start(&server.url(), &data, &CORE);
+    let client = client(&server.url()).await;
+    service.ready(&client).await;
+    let s = stats(&client).await;
+    assert_eq!(
+        s["meta_agent_stats"]["q_learning_stats"]["states_visited"],
+        1
+    );
+    assert_eq!(
+        s["meta_agent_stats"]["q_learning_stats"]["update_count"],
+        40
+    );
+    assert_eq!(s["meta_agent_stats"]["q_learning_stats"]["epsilon"], 0.05);
+    // The imported table decides: in that state the greedy action is the imported best one.
+    let d = request(
+        &client,
+        "PREDICTION_GENERATED",
+        prediction("BTCUSDT", 0.9, "imp"),
+    )
+    .await;
+    assert_eq!(d["state_key"], "UNKNOWN|vol=3|press=2|conf=4|wr=2|health=2");
+    if d["explored"] == false {
+        assert_eq!(
+            (
+                d["strategy"].as_str(),
+                d["model"].as_str(),
+                d["weight"].as_f64()
+            ),
+            (Some("momentum_flip"), Some("ensemble"), Some(1.5))
+        );
+        assert_eq!(d["q_value"], 2.0);
+    }
+    assert!(service
+        .log_text()
+        .contains("imported Python-format Q-tables"));
+}
+
+#[tokio::test]
+async fn micro_service_info_lists_both_endpoints_and_json_logs_are_json() {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = Service::start(
+        &server.url(),
+        &dir.path().join("data"),
+        &[
+            ("RL_V2__DELIVERY__MODE", "core"),
+            ("RL_V2__LOG__FORMAT", "json"),
+        ],
+    );
+    let client = client(&server.url()).await;
+    service.ready(&client).await;
+    let info = request(&client, "$SRV.INFO.rl_v2", String::new()).await;
+    assert_eq!(info["name"], "rl_v2");
+    let subjects: BTreeSet<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.stats"])
+    );
+    let nats_stats = request(&client, "$SRV.STATS.rl_v2", String::new()).await;
+    assert_eq!(nats_stats["name"], "rl_v2");
+    for i in 0..5 {
+        request(
+            &client,
+            "PREDICTION_GENERATED",
+            prediction(&format!("S{i}"), 0.5, "j"),
+        )
+        .await;
+    }
+    request(&client, "PREDICTION_GENERATED", "[]".to_string()).await;
+    service.signal("TERM");
+    assert!(service.wait().await.success());
+    let log = service.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let rejected = lines
+        .iter()
+        .filter(|l| l["message"] == "event rejected")
+        .count();
+    assert_eq!(rejected, 1, "one line per rejection");
+    assert!(
+        lines.iter().any(|l| l["message"] == "checkpoint written"),
+        "one line per checkpoint"
+    );
+    // No line per accepted event: five accepted events leave no trace at the default level.
+    assert!(!log.contains("\"S3\""), "{log}");
+}

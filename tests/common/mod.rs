@@ -122,15 +122,21 @@ impl Service {
     /// Starts `rl-v2 serve` against `url` with its checkpoint in `data` and extra settings
     /// as `RL_V2__…` variables.
     pub fn start(url: &str, data: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(url, data, env, &[])
+    }
+
+    /// As [`Self::start`], with extra arguments after `serve`.
+    pub fn start_with_args(url: &str, data: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         std::fs::create_dir_all(data).expect("data dir");
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let log = unique(log);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rl-v2"));
         cmd.arg("serve")
+            .args(args)
             .env("RL_V2__NATS__URL", url)
             .env("RL_V2__CHECKPOINT__DIR", data)
             .env("RL_V2__NATS__CONNECT_RETRY_SECS", "0.2")
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .current_dir(data)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
