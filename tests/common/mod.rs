@@ -14,19 +14,7 @@ use tempfile::TempDir;
 /// Longest wait for anything in a test.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The `nats-server` binary: `$NATS_SERVER`, else on PATH, else Debian's path.
-pub fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER") {
-        return p.into();
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| "/usr/sbin/nats-server".into())
-}
+pub use rl_v2::bench::server::nats_server_bin;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
