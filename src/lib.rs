@@ -19,4 +19,5 @@ pub mod event;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod simulate;
 pub mod telemetry;
