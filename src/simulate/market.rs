@@ -6,20 +6,24 @@
 //! looks at what the agents choose. [`Scenario::outcome`] then turns the agents' choices into the
 //! trade's result. So two policies can be compared on exactly the same market.
 //!
-//! The P&L model, per trade (`σ` is the regime's per-step volatility, `T` = [`HOLD_STEPS`]):
+//! The P&L model, per trade (`σ` is the regime's per-step volatility, `T` = [`HOLD_STEPS`], `m`
+//! the size multiplier and `L` the leverage the sizing agent chose):
 //!
 //! * The strategy has an edge that depends on the regime: a per-trade Sharpe ratio `K` from
-//!   [`trade_sharpe`]. The position's return after `t` steps is a random walk with drift
-//!   `K·σ/√T` and step size `σ`. Momentum (`dual_momentum`) pays in TREND and BREAKOUT, mean
-//!   reversion (`mean_reversion`) in RANGE and MEAN_REVERSION, and `momentum_flip` loses a little
+//!   [`trade_sharpe`]. The position's return is a random walk of `T` steps with drift `K·σ/√T`
+//!   and step size `σ`. Momentum (`dual_momentum`) pays in TREND and BREAKOUT, mean reversion
+//!   (`mean_reversion`) in RANGE and MEAN_REVERSION, and `momentum_flip` loses a little
 //!   everywhere. The model and the weight have no effect: the agent must learn to ignore them.
-//! * `pnl_pct` is the P&L in percent of the trade's base margin (1 % of the account): the size
-//!   multiplier `m` scales the margin put up and the leverage `L` the notional per unit of
-//!   margin, so it is `100·m·L·(return − fees)` less a fixed overhead per trade.
-//! * A position whose adverse move reaches [`LIQUIDATION_MOVE`]`/L` is liquidated: it loses its
-//!   whole margin, `−100·m`. Since adverse moves scale with volatility, high leverage loses in
-//!   volatile regimes; in calm ones the fixed overhead makes the lowest leverage a loss, and the
-//!   best leverage is moderate. [`best_leverages`] names the best band per volatility level.
+//! * `pnl_pct` is the P&L in percent of the trade's base margin: `m` scales the margin put up
+//!   and `L` the notional per unit of margin, so a trade held to the end earns
+//!   `100·m·L·(return − fees)`, less a fixed overhead of [`TRADE_OVERHEAD_PCT`].
+//! * The stack takes profit once the position has gained [`TAKE_PROFIT_ROE`] of its margin, and
+//!   the exchange liquidates it once an adverse move reaches [`LIQUIDATION_MOVE`]`/L`, taking the
+//!   whole margin plus a clearance fee on the notional ([`LIQUIDATION_FEE`]). Both distances
+//!   shrink as `L` grows, while adverse moves grow with volatility: so high leverage loses in
+//!   volatile regimes, the lowest leverage cannot pay the overhead in calm ones, and the best
+//!   leverage falls as volatility rises. [`best_leverages`] names the best band per volatility
+//!   level; unit tests check it against the engine's sizing reward.
 //! * `max_drawdown_pct` is the largest move against the position while it was open, in percent
 //!   of the entry price.
 
