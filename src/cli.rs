@@ -51,6 +51,35 @@ pub enum Command {
         #[arg(long)]
         discard_corrupt_checkpoint: bool,
     },
+    /// Watch rl-v2 learn on a seeded synthetic market: no broker needed.
+    ///
+    /// Several symbols change regime over time; each regime has a known best strategy and each
+    /// volatility level a known best leverage. The market's events go through the engine exactly
+    /// as the service feeds it, the engine's decisions decide each trade's P&L, and after
+    /// training the learned greedy policy is evaluated against an untrained engine and a
+    /// uniformly random policy on the same market. Prints the learning curve and the
+    /// evaluation, and writes the curve as an SVG chart. Learning settings come from the
+    /// settings files (learning.seed is the exploration seed). Exits 0, or 2 on bad options.
+    Simulate {
+        /// Seed of the market (regimes, prices, noise).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Trades to train on.
+        #[arg(long, default_value_t = crate::simulate::DEFAULT_CYCLES)]
+        cycles: usize,
+        /// Trades each policy plays in the evaluation.
+        #[arg(long, default_value_t = crate::simulate::DEFAULT_EVALUATION_CYCLES)]
+        evaluation_cycles: usize,
+        /// Where to write the learning-curve chart (SVG).
+        #[arg(long, value_name = "FILE", default_value = "simulation.svg")]
+        chart: PathBuf,
+        /// Print the whole report as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Train offline from a recorded event log and write a checkpoint.
     ///
     /// FILE holds one JSON object per line: {"subject": "...", "payload": <raw string or
@@ -217,6 +246,41 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             fresh,
             json,
         } => replay(&settings, &file, out, fresh, json),
+        Command::Simulate {
+            seed,
+            cycles,
+            evaluation_cycles,
+            chart,
+            json,
+            quiet,
+        } => {
+            let options = crate::simulate::SimulateOptions {
+                seed,
+                cycles,
+                evaluation_cycles,
+                engine: settings.engine_config(),
+                chart: Some(chart.clone()),
+                progress: !quiet && !json,
+                ..crate::simulate::SimulateOptions::default()
+            };
+            if let Err(e) = options.validate() {
+                eprintln!("rl-v2: {e}");
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            let report = crate::simulate::run(&options).map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", crate::simulate::learning_curve_table(&report));
+                println!();
+                print!("{}", crate::simulate::summary(&report));
+                println!("\nlearning curve chart: {}", chart.display());
+            }
+            Ok(())
+        }
         Command::Inspect {
             dir,
             states,

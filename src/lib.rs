@@ -22,4 +22,5 @@ pub mod replay;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod simulate;
 pub mod telemetry;

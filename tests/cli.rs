@@ -219,9 +219,60 @@ fn bad_settings_and_usage_exit_2_naming_the_problem() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for cmd in ["serve", "replay", "inspect", "import", "health"] {
+    for cmd in [
+        "serve", "simulate", "replay", "inspect", "import", "health", "bench",
+    ] {
         let out = rl_v2(&[cmd, "--help"], &[]);
         assert!(out.status.success(), "{cmd}");
         assert!(text(&out).len() > 200, "{cmd} help is too thin");
     }
+}
+
+#[test]
+fn simulate_prints_the_curve_and_the_evaluation_and_writes_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("curve.svg");
+    let out = rl_v2(
+        &[
+            "simulate",
+            "--cycles",
+            "3000",
+            "--evaluation-cycles",
+            "300",
+            "--quiet",
+            "--chart",
+            chart.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("evaluation: 300 trades per policy")
+            && t.contains("learned")
+            && t.contains("random"),
+        "{t}"
+    );
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "an SVG chart"
+    );
+    let json = rl_v2(
+        &[
+            "simulate",
+            "--cycles",
+            "1000",
+            "--evaluation-cycles",
+            "100",
+            "--json",
+            "--chart",
+            chart.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["cycles"], 1000);
+    let bad = rl_v2(&["simulate", "--cycles", "0"], &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
