@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
@@ -208,6 +209,10 @@ pub struct Counters {
     pub closes_without_decision: u64,
 }
 
+/// Per-symbol state: a persistent ordered map of shared values, so a checkpoint snapshot is O(1)
+/// and the first change to a value after a snapshot copies only that value.
+pub type BySymbol<T> = imbl::OrdMap<String, Arc<T>>;
+
 /// Everything the engine has learned and is waiting on: the body of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
@@ -220,11 +225,11 @@ pub struct EngineState {
     /// The position-sizing agent.
     pub sizing: Agent,
     /// Pending meta decisions by symbol.
-    pub pending: BTreeMap<String, Box<PendingMeta>>,
+    pub pending: BySymbol<PendingMeta>,
     /// Open positions by symbol.
-    pub positions: BTreeMap<String, Box<Position>>,
+    pub positions: BySymbol<Position>,
     /// Latest prices by symbol.
-    pub market: BTreeMap<String, MarketContext>,
+    pub market: BySymbol<MarketContext>,
     /// Account win rate.
     pub winrate: WinRateTracker,
     /// Account P&L window, for the Sharpe signal.
@@ -311,9 +316,9 @@ impl Engine {
             last_applied_seq: 0,
             meta,
             sizing,
-            pending: BTreeMap::new(),
-            positions: BTreeMap::new(),
-            market: BTreeMap::new(),
+            pending: BySymbol::new(),
+            positions: BySymbol::new(),
+            market: BySymbol::new(),
             winrate: WinRateTracker::default(),
             pnl_window: PnlWindow::default(),
             equity: EquityCurve::new(config.initial_balance),
@@ -478,7 +483,7 @@ impl Engine {
         self.state
             .market
             .get(symbol)
-            .map_or(MarketView::EMPTY, MarketContext::view)
+            .map_or(MarketView::EMPTY, |m| m.view())
     }
 
     fn meta_state(&self, market: MarketView, confidence: f64) -> MetaState {
@@ -510,16 +515,13 @@ impl Engine {
         if let Some(prices) = &p.price_history {
             let keep = self.config.price_history_len;
             let tail = &prices[prices.len().saturating_sub(keep)..];
+            let context = Arc::new(MarketContext {
+                prices: tail.to_vec(),
+            });
             match self.state.market.get_mut(&event.symbol) {
-                Some(context) => {
-                    context.prices.clear();
-                    context.prices.extend_from_slice(tail);
-                }
+                Some(slot) => *slot = context,
                 None => {
-                    let prices = tail.to_vec();
-                    self.state
-                        .market
-                        .insert(event.symbol.clone(), MarketContext { prices });
+                    self.state.market.insert(event.symbol.clone(), context);
                 }
             }
         }
@@ -549,13 +551,13 @@ impl Engine {
         };
         match self.state.pending.get_mut(&event.symbol) {
             Some(slot) => {
-                **slot = pending;
+                *slot = Arc::new(pending);
                 self.state.counters.superseded_pending += 1;
             }
             None => {
                 self.state
                     .pending
-                    .insert(event.symbol.clone(), Box::new(pending));
+                    .insert(event.symbol.clone(), Arc::new(pending));
             }
         }
         decision
@@ -593,21 +595,21 @@ impl Engine {
         if let Some(position) = self.state.positions.get_mut(&event.symbol) {
             if event.time - position.sizing.time <= window {
                 // A second trade on an open position: new sizing, same meta decision.
-                position.sizing = sizing;
+                Arc::make_mut(position).sizing = sizing;
                 self.state.counters.replaced_sizing += 1;
                 return decision;
             }
             self.state.counters.expired_positions += 1;
             let meta = self.take_pending(&event.symbol, event.time);
             if let Some(position) = self.state.positions.get_mut(&event.symbol) {
-                **position = Position { meta, sizing };
+                *position = Arc::new(Position { meta, sizing });
             }
             return decision;
         }
         let meta = self.take_pending(&event.symbol, event.time);
         self.state
             .positions
-            .insert(event.symbol.clone(), Box::new(Position { meta, sizing }));
+            .insert(event.symbol.clone(), Arc::new(Position { meta, sizing }));
         decision
     }
 
@@ -618,7 +620,7 @@ impl Engine {
             self.state.counters.expired_pending += 1;
             None
         } else {
-            Some(*pending)
+            Some(Arc::unwrap_or_clone(pending))
         }
     }
 
@@ -636,7 +638,7 @@ impl Engine {
         };
         let (meta, sizing) = match self.state.positions.remove(&event.symbol) {
             Some(p) if !self.expired(p.sizing.time, event.time) => {
-                let p = *p;
+                let p = Arc::unwrap_or_clone(p);
                 (p.meta, Some(p.sizing))
             }
             expired => {
@@ -704,13 +706,27 @@ impl Engine {
     /// Drops pending decisions and positions older than the reward window.
     fn sweep_expired(&mut self, now: f64) {
         let window = self.config.reward_window_secs;
-        let before = self.state.pending.len();
-        self.state.pending.retain(|_, p| now - p.time <= window);
-        self.state.counters.expired_pending += (before - self.state.pending.len()) as u64;
-        let before = self.state.positions.len();
-        self.state
+        let stale: Vec<String> = self
+            .state
+            .pending
+            .iter()
+            .filter(|(_, p)| now - p.time > window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.state.counters.expired_pending += stale.len() as u64;
+        for symbol in stale {
+            self.state.pending.remove(&symbol);
+        }
+        let stale: Vec<String> = self
+            .state
             .positions
-            .retain(|_, p| now - p.sizing.time <= window);
-        self.state.counters.expired_positions += (before - self.state.positions.len()) as u64;
+            .iter()
+            .filter(|(_, p)| now - p.sizing.time > window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.state.counters.expired_positions += stale.len() as u64;
+        for symbol in stale {
+            self.state.positions.remove(&symbol);
+        }
     }
 }
