@@ -170,7 +170,7 @@ pub enum Command {
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<crate::bench::Part>,
         /// Pairs of runs per comparison (figures are medians).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         repeat: usize,
         /// Print the report as JSON.
         #[arg(long)]

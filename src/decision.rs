@@ -1,6 +1,7 @@
 //! Decisions out: what the agents chose, as published on the decision subjects.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::domain::actions::{MetaAction, SizingAction};
 use crate::domain::agent::AgentKind;
@@ -48,7 +49,10 @@ impl From<SizingAction> for Choice {
 }
 
 /// One decision of one agent for one event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized flat, the choice's fields between `trace_id` and `action_index` (written by hand:
+/// `#[serde(flatten)]` would buffer every decision through an intermediate map).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Decision {
     /// `<agent>-<event_seq>`: the same event always gives the same id, so readers can drop
     /// duplicates after a replay.
@@ -78,6 +82,47 @@ pub struct Decision {
     pub state_key: String,
     /// Event time, epoch seconds.
     pub timestamp: f64,
+}
+
+impl Serialize for Decision {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let choice_fields = match self.choice {
+            Choice::Meta { .. } => 3,
+            Choice::Sizing { .. } => 2,
+        };
+        let mut d = serializer.serialize_struct("Decision", 12 + choice_fields)?;
+        d.serialize_field("decision_id", &self.decision_id)?;
+        d.serialize_field("agent", &self.agent)?;
+        d.serialize_field("symbol", &self.symbol)?;
+        d.serialize_field("event_seq", &self.event_seq)?;
+        d.serialize_field("trace_id", &self.trace_id)?;
+        match &self.choice {
+            Choice::Meta {
+                strategy,
+                model,
+                weight,
+            } => {
+                d.serialize_field("strategy", strategy)?;
+                d.serialize_field("model", model)?;
+                d.serialize_field("weight", weight)?;
+            }
+            Choice::Sizing {
+                size_multiplier,
+                leverage,
+            } => {
+                d.serialize_field("size_multiplier", size_multiplier)?;
+                d.serialize_field("leverage", leverage)?;
+            }
+        }
+        d.serialize_field("action_index", &self.action_index)?;
+        d.serialize_field("explored", &self.explored)?;
+        d.serialize_field("propensity", &self.propensity)?;
+        d.serialize_field("epsilon", &self.epsilon)?;
+        d.serialize_field("q_value", &self.q_value)?;
+        d.serialize_field("state_key", &self.state_key)?;
+        d.serialize_field("timestamp", &self.timestamp)?;
+        d.end()
+    }
 }
 
 impl Decision {
@@ -120,5 +165,53 @@ impl Decision {
             state_key,
             timestamp,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(choice: Choice) -> Decision {
+        Decision {
+            decision_id: "meta_strategy-42".into(),
+            agent: AgentKind::MetaStrategy,
+            symbol: "BTCUSDT".into(),
+            event_seq: 42,
+            trace_id: Some("t".into()),
+            choice,
+            action_index: 2,
+            explored: false,
+            propensity: 0.9,
+            epsilon: 0.1,
+            q_value: 0.12,
+            state_key: "K".into(),
+            timestamp: 1.5,
+        }
+    }
+
+    #[test]
+    fn serializes_flat_in_the_documented_order_and_reads_back() {
+        let meta = decision(Choice::Meta {
+            strategy: "dual_momentum".into(),
+            model: "lstm".into(),
+            weight: 1.0,
+        });
+        let text = serde_json::to_string(&meta).unwrap();
+        assert_eq!(
+            text,
+            r#"{"decision_id":"meta_strategy-42","agent":"meta_strategy","symbol":"BTCUSDT","event_seq":42,"trace_id":"t","strategy":"dual_momentum","model":"lstm","weight":1.0,"action_index":2,"explored":false,"propensity":0.9,"epsilon":0.1,"q_value":0.12,"state_key":"K","timestamp":1.5}"#
+        );
+        assert_eq!(serde_json::from_str::<Decision>(&text).unwrap(), meta);
+        let sizing = decision(Choice::Sizing {
+            size_multiplier: 1.5,
+            leverage: 20,
+        });
+        let text = serde_json::to_string(&sizing).unwrap();
+        assert!(
+            text.contains(r#""trace_id":"t","size_multiplier":1.5,"leverage":20,"action_index":2"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Decision>(&text).unwrap(), sizing);
     }
 }

@@ -77,7 +77,7 @@ impl Default for BenchOptions {
             memory_symbols: 10_000,
             nats_server: server::nats_server_bin(),
             parts: vec![Part::Core, Part::Jetstream, Part::Checkpoint, Part::Memory],
-            repeat: 3,
+            repeat: 5,
         }
     }
 }

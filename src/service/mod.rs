@@ -228,15 +228,20 @@ pub async fn serve(
 
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
     let mut source = source;
-    let mut draining: Option<tokio::time::Instant> = None;
+    let mut draining = false;
+    // Armed when shutdown starts: how long to wait for messages already sent to us.
+    let drain_deadline = tokio::time::sleep(std::time::Duration::MAX);
+    tokio::pin!(drain_deadline);
     loop {
-        let drain_deadline = draining.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if draining.is_none() => {
+            _ = shutdown.cancelled(), if !draining => {
                 // Stop taking events; those already sent to us are still handled.
                 source.stop().await;
-                draining = Some(tokio::time::Instant::now() + source::DRAIN_TIMEOUT);
+                draining = true;
+                drain_deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + source::DRAIN_TIMEOUT);
             }
             msg = source.next() => match msg {
                 Some(msg) => event_loop.handle(msg).await,
@@ -247,7 +252,7 @@ pub async fn serve(
             Some(reply_to) = scrapes.recv() => {
                 let _ = reply_to.send(event_loop.stats());
             }
-            _ = tokio::time::sleep_until(drain_deadline), if draining.is_some() => {
+            _ = &mut drain_deadline, if draining => {
                 tracing::warn!("in-flight events did not arrive within {:?}; stopping", source::DRAIN_TIMEOUT);
                 break;
             }
