@@ -205,6 +205,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .map_err(|e| fail(format!("cannot start the async runtime: {e}")))
 }
 
+/// Prints `value` as pretty JSON when `json`, else the text `render` makes.
+fn print_json_or(json: bool, value: &impl serde::Serialize, render: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render());
+    }
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("rl-v2: {message}");
     ExitCode::from(EXIT_FAILURE)
@@ -268,17 +280,14 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 return Err(ExitCode::from(EXIT_USAGE));
             }
             let report = crate::simulate::run(&options).map_err(fail)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", crate::simulate::learning_curve_table(&report));
-                println!();
-                print!("{}", crate::simulate::summary(&report));
-                println!("\nlearning curve chart: {}", chart.display());
-            }
+            print_json_or(json, &report, || {
+                format!(
+                    "{}\n{}\nlearning curve chart: {}\n",
+                    crate::simulate::learning_curve_table(&report),
+                    crate::simulate::summary(&report),
+                    chart.display()
+                )
+            });
             Ok(())
         }
         Command::Inspect {
@@ -293,14 +302,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 .map_err(fail)?
                 .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
             let summary = crate::inspect::summarize(&state, states, actions);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).unwrap_or_default()
-                );
-            } else {
-                print!("{}", crate::inspect::render(&summary));
-            }
+            print_json_or(json, &summary, || crate::inspect::render(&summary));
             Ok(())
         }
         Command::Import {
@@ -385,14 +387,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             let report = rt
                 .block_on(crate::bench::run(&opts, |step| eprintln!("bench: {step}")))
                 .map_err(fail)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", crate::bench::render(&report, &opts));
-            }
+            print_json_or(json, &report, || crate::bench::render(&report, &opts));
             Ok(())
         }
         Command::Health { timeout } => {
@@ -449,27 +444,19 @@ fn replay(
     .map_err(|e| fail(format!("{}: {e}", file.display())))?;
     progress.finish_and_clear();
     let path = store.write(engine.state()).map_err(fail)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        println!(
-            "replayed {} lines: {} applied, {} rejected, {} already applied, {} foreign; {} decisions, {} updates",
+    print_json_or(json, &summary, || {
+        format!(
+            "replayed {} lines: {} applied, {} rejected, {} already applied, {} foreign; {} decisions, {} updates\ncheckpoint written to {} (last_applied_seq {})\n",
             summary.lines,
             summary.applied,
             summary.rejected.values().sum::<u64>(),
             summary.already_applied,
             summary.foreign_subjects,
             summary.decisions,
-            summary.updates
-        );
-        println!(
-            "checkpoint written to {} (last_applied_seq {})",
+            summary.updates,
             path.display(),
             engine.last_applied_seq()
-        );
-    }
+        )
+    });
     Ok(())
 }
