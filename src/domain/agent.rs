@@ -94,11 +94,14 @@ pub struct Agent {
     kind: AgentKind,
     q: QLearning<String>,
     episodes: EpisodeTracker,
-    #[serde(skip, default = "empty_action_set")]
+    /// Not stored in checkpoints: it comes from settings, and [`Agent::configure`] sets it after
+    /// loading.
+    #[serde(skip, default = "unconfigured_actions")]
     allowed: ActionSet,
 }
 
-fn empty_action_set() -> ActionSet {
+/// The action set of an agent read from a checkpoint before [`Agent::configure`] runs.
+fn unconfigured_actions() -> ActionSet {
     ActionSet::all(1)
 }
 
