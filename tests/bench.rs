@@ -1,0 +1,54 @@
+//! `rl-v2 bench` end to end on a small load: every part runs, nothing is lost, and the report
+//! holds the ratios the README quotes. (The figures themselves come from release builds.)
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn a_small_bench_runs_every_part_and_loses_no_decision() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rl-v2"))
+        .args([
+            "bench",
+            "--events",
+            "3000",
+            "--seconds",
+            "1",
+            "--rate",
+            "1500",
+            "--repeat",
+            "1",
+            "--checkpoint-states",
+            "2000",
+            "--memory-events",
+            "3000",
+            "30000",
+            "--json",
+        ])
+        .output()
+        .expect("rl-v2 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    for mode in ["core", "jetstream"] {
+        for side in ["baseline", "rl_v2"] {
+            let m = &r[mode][side];
+            assert_eq!(m["lost_at_saturation"], 0, "{mode} {side}: {m}");
+            assert_eq!(m["lost_at_rate"], 0, "{mode} {side}: {m}");
+            assert!(
+                m["decisions_per_sec"].as_f64() > Some(0.0),
+                "{mode} {side}: {m}"
+            );
+            assert!(m["p99_ms"].as_f64() > Some(0.0), "{mode} {side}: {m}");
+        }
+        assert!(r[mode]["throughput_ratio"].as_f64() > Some(0.0));
+    }
+    assert_eq!(r["checkpoint"]["states"], 2000);
+    assert!(r["checkpoint"]["with"]["p99_ms"].as_f64() > Some(0.0));
+    let small = r["memory"]["small"][1].as_u64().unwrap();
+    let large = r["memory"]["large"][1].as_u64().unwrap();
+    assert!(
+        small > 0 && large > 0,
+        "peak RSS read from /proc: {}",
+        r["memory"]
+    );
+}
