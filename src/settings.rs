@@ -125,6 +125,18 @@ pub struct Subjects {
     pub dead_letter: String,
 }
 
+impl NatsSettings {
+    /// The server URLs of `url`, split on commas.
+    pub fn servers(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 impl Subjects {
     /// The subject of an event kind.
     pub fn event(&self, kind: EventKind) -> &str {
@@ -338,8 +350,18 @@ impl Settings {
 
     /// Checks every value that has a domain; the error names the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.nats.url.trim().is_empty() {
+        let servers = self.nats.servers();
+        if servers.is_empty() {
             return Err(invalid("nats.url", "must not be empty"));
+        }
+        if let Some(bad) = servers
+            .iter()
+            .find(|u| u.parse::<async_nats::ServerAddr>().is_err())
+        {
+            return Err(invalid(
+                "nats.url",
+                format!("`{bad}` is not a NATS server URL"),
+            ));
         }
         if !(self.nats.connect_retry_secs.is_finite() && self.nats.connect_retry_secs > 0.0) {
             return Err(invalid(
@@ -519,6 +541,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.nats.url, "nats://nats:4222");
+        assert_eq!(s.nats.servers(), vec!["nats://nats:4222"]);
         assert_eq!(s.delivery.mode, DeliveryMode::Core);
         assert_eq!(s.learning.seed, 7);
         assert_eq!(s.learning.alpha, 0.05);
@@ -542,6 +565,13 @@ mod tests {
         assert!(err(&[("RL_V2__CHECKPOINT__EVERY_UPDATES", "0")])
             .contains("`checkpoint.every_updates`"));
         assert!(err(&[("RL_V2__NATS__URLS", "x")]).contains("urls"));
+        assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
+        let two = Settings::load_from(
+            None,
+            env(&[("RL_V2__NATS__URL", "nats://a:4222, nats://b:4222")]),
+        )
+        .unwrap();
+        assert_eq!(two.nats.servers(), vec!["nats://a:4222", "nats://b:4222"]);
     }
 
     #[test]

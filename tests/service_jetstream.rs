@@ -241,6 +241,7 @@ async fn a_message_redelivered_after_its_ack_wait_is_not_applied_twice() {
         rl_v2::checkpoint::CheckpointStore::new(dir.path()),
         metrics.clone(),
         Duration::ZERO,
+        Some(client.clone()),
     );
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
     event_loop.handle(first).await;

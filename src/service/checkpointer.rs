@@ -9,6 +9,11 @@
 //! previous one finished, nor sooner than twice as long as the previous one took. Under a flood
 //! of updates the writer so takes at most about a third of a core, and the event loop keeps the
 //! rest; on-demand and final checkpoints are never paced.
+//!
+//! Before writing, the writer flushes the NATS client: every decision made for an event the
+//! snapshot includes was queued before the snapshot was taken, so once the checkpoint is on disk
+//! those decisions have reached the broker, and a crash cannot lose a decision that a replay
+//! would not publish again.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,11 +60,13 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the writer for `store`; periodic checkpoints are at least `min_interval` apart.
+    /// Starts the writer for `store`; periodic checkpoints are at least `min_interval` apart, and
+    /// `client`, when given, is flushed before each write.
     pub fn start(
         store: CheckpointStore,
         metrics: Arc<ServiceMetrics>,
         min_interval: Duration,
+        client: Option<async_nats::Client>,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(1);
         let pacing = Arc::new(Mutex::new(None));
@@ -71,6 +78,11 @@ impl Checkpointer {
                 let state = job.state;
                 let seq = state.last_applied_seq;
                 let updates = state.counters.updates;
+                if let Some(client) = &client {
+                    if let Err(e) = client.flush().await {
+                        tracing::warn!(error = %e, last_applied_seq = seq, "flush before checkpoint failed; writing it anyway");
+                    }
+                }
                 let result = tokio::task::spawn_blocking(move || store.write(&state))
                     .await
                     .map_err(|e| e.to_string())

@@ -63,7 +63,7 @@ pub async fn connect(
     let mut attempt = 1u64;
     loop {
         let opts = options(s).await?;
-        match opts.connect(s.url.as_str()).await {
+        match opts.connect(s.servers()).await {
             Ok(client) => {
                 tracing::info!(url = %s.url, attempt, "connected to NATS");
                 return Ok(Some(client));

@@ -22,7 +22,7 @@ pub async fn ping(settings: &Settings, timeout: Duration) -> Result<Pong, String
         .map_err(|e| e.to_string())?
         .name("rl-v2-health")
         .connection_timeout(timeout);
-    let client = tokio::time::timeout(timeout, opts.connect(settings.nats.url.as_str()))
+    let client = tokio::time::timeout(timeout, opts.connect(settings.nats.servers()))
         .await
         .map_err(|_| format!("no connection to {} within {timeout:?}", settings.nats.url))?
         .map_err(|e| format!("cannot connect to {}: {e}", settings.nats.url))?;

@@ -188,6 +188,7 @@ pub async fn serve(
         store,
         metrics.clone(),
         std::time::Duration::from_secs_f64(settings.checkpoint.min_interval_secs),
+        Some(client.clone()),
     );
     let name = settings.service.name.clone();
     let service = client
