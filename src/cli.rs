@@ -356,6 +356,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 println!("{rss} {states}");
                 return Ok(());
             }
+            // The services under test log to stderr too: warnings only, unless RUST_LOG says.
+            crate::telemetry::init(&crate::settings::LogSettings {
+                format: settings.log.format,
+                level: "warn".into(),
+            });
             let defaults = crate::bench::BenchOptions::default();
             let opts = crate::bench::BenchOptions {
                 events,

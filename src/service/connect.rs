@@ -48,6 +48,7 @@ pub async fn options(s: &NatsSettings) -> Result<async_nats::ConnectOptions, Ser
                 async_nats::Event::Disconnected => {
                     tracing::warn!("disconnected from NATS; reconnecting")
                 }
+                async_nats::Event::Closed => tracing::info!("NATS connection closed"),
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
         }))
