@@ -40,20 +40,43 @@ impl NatsServer {
             jetstream,
             store: tempfile::tempdir().expect("store dir"),
         };
-        server.spawn();
-        server
+        // A free port can be taken by another test's server before ours binds it: then ours
+        // exits and the port answers with someone else's name. Try another port.
+        for _ in 0..5 {
+            if server.spawn() {
+                return server;
+            }
+            server.kill();
+            server.port = free_port();
+        }
+        panic!("nats-server did not start on a port of its own");
     }
 
-    fn spawn(&mut self) {
+    /// Spawns the server on `self.port`; true once this very server answers there.
+    fn spawn(&mut self) -> bool {
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "rl-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-n", &name]);
         if self.jetstream {
             cmd.arg("-js").arg("-sd").arg(self.store.path());
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("nats-server starts"));
         let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                // The server greets with INFO, which carries its name.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut info = String::new();
+                let _ =
+                    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut info);
+                return info.contains(&format!("\"server_name\":\"{name}\""));
+            }
             assert!(Instant::now() < deadline, "nats-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -75,7 +98,11 @@ impl NatsServer {
     /// Starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "port {} was taken while the server was down",
+            self.port
+        );
     }
 
     /// The JetStream store directory.
