@@ -1,8 +1,24 @@
 # rl-v2: release build in a Rust image, run as a non-root user in a slim Debian image.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY . .
-RUN cargo build --release --locked --bin rl-v2
+# Dependencies in their own layer, rebuilt only when a manifest or the lock file changes: the
+# workspace's manifests with empty sources first, then the real sources.
+COPY Cargo.toml Cargo.lock ./
+COPY crates/core/Cargo.toml crates/core/
+COPY crates/service/Cargo.toml crates/service/
+COPY crates/tools/Cargo.toml crates/tools/
+RUN mkdir -p src crates/core/src crates/service/src crates/tools/src crates/tools/benches \
+    && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > crates/tools/benches/engine.rs \
+    && touch crates/core/src/lib.rs crates/service/src/lib.rs crates/tools/src/lib.rs \
+    && cargo build --release --locked --bin rl-v2 \
+    && rm -rf src crates/*/src
+COPY config config
+COPY src src
+COPY crates crates
+# The copied sources may be older than the placeholders' build: make sure they count as changed.
+RUN touch src/main.rs crates/*/src/lib.rs \
+    && cargo build --release --locked --bin rl-v2
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{import_python_tables, CheckpointStore};
-use crate::engine::Engine;
-use crate::service::{serve, ServeOptions};
-use crate::settings::Settings;
+use rl_v2_core::engine::Engine;
+use rl_v2_service::checkpoint::{import_python_tables, CheckpointStore};
+use rl_v2_service::settings::Settings;
+use rl_v2_service::{serve, ServeOptions};
 
 /// Exit code of a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
@@ -65,10 +65,10 @@ pub enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
         /// Trades to train on.
-        #[arg(long, default_value_t = crate::simulate::DEFAULT_CYCLES)]
+        #[arg(long, default_value_t = rl_v2_tools::simulate::DEFAULT_CYCLES)]
         cycles: usize,
         /// Trades each policy plays in the evaluation.
-        #[arg(long, default_value_t = crate::simulate::DEFAULT_EVALUATION_CYCLES)]
+        #[arg(long, default_value_t = rl_v2_tools::simulate::DEFAULT_EVALUATION_CYCLES)]
         evaluation_cycles: usize,
         /// Where to write the learning-curve chart (SVG).
         #[arg(long, value_name = "FILE", default_value = "simulation.svg")]
@@ -168,7 +168,7 @@ pub enum Command {
         memory_events: Vec<u64>,
         /// Parts to run (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<crate::bench::Part>,
+        only: Vec<rl_v2_tools::bench::Part>,
         /// Pairs of runs per comparison (figures are medians).
         #[arg(long, default_value_t = 5)]
         repeat: usize,
@@ -237,11 +237,11 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Serve {
             discard_corrupt_checkpoint,
         } => {
-            crate::telemetry::init(&settings.log);
+            rl_v2_service::telemetry::init(&settings.log);
             let rt = runtime()?;
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
-                crate::shutdown::cancel_on_signals(shutdown.clone());
+                rl_v2_service::shutdown::cancel_on_signals(shutdown.clone());
                 let options = ServeOptions {
                     discard_corrupt_checkpoint,
                 };
@@ -266,25 +266,25 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             json,
             quiet,
         } => {
-            let options = crate::simulate::SimulateOptions {
+            let options = rl_v2_tools::simulate::SimulateOptions {
                 seed,
                 cycles,
                 evaluation_cycles,
                 engine: settings.engine_config(),
                 chart: Some(chart.clone()),
                 progress: !quiet && !json,
-                ..crate::simulate::SimulateOptions::default()
+                ..rl_v2_tools::simulate::SimulateOptions::default()
             };
             if let Err(e) = options.validate() {
                 eprintln!("rl-v2: {e}");
                 return Err(ExitCode::from(EXIT_USAGE));
             }
-            let report = crate::simulate::run(&options).map_err(fail)?;
+            let report = rl_v2_tools::simulate::run(&options).map_err(fail)?;
             print_json_or(json, &report, || {
                 format!(
                     "{}\n{}\nlearning curve chart: {}\n",
-                    crate::simulate::learning_curve_table(&report),
-                    crate::simulate::summary(&report),
+                    rl_v2_tools::simulate::learning_curve_table(&report),
+                    rl_v2_tools::simulate::summary(&report),
                     chart.display()
                 )
             });
@@ -301,8 +301,8 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 .read()
                 .map_err(fail)?
                 .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
-            let summary = crate::inspect::summarize(&state, states, actions);
-            print_json_or(json, &summary, || crate::inspect::render(&summary));
+            let summary = rl_v2_service::inspect::summarize(&state, states, actions);
+            print_json_or(json, &summary, || rl_v2_service::inspect::render(&summary));
             Ok(())
         }
         Command::Import {
@@ -352,17 +352,17 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             symbols_memory,
         } => {
             if let Some(n) = memory_child {
-                let (rss, states) = crate::bench::memory_run(n, symbols_memory);
+                let (rss, states) = rl_v2_tools::bench::memory_run(n, symbols_memory);
                 println!("{rss} {states}");
                 return Ok(());
             }
             // The services under test log to stderr too: warnings only, unless RUST_LOG says.
-            crate::telemetry::init(&crate::settings::LogSettings {
+            rl_v2_service::telemetry::init(&rl_v2_service::settings::LogSettings {
                 format: settings.log.format,
                 level: "warn".into(),
             });
-            let defaults = crate::bench::BenchOptions::default();
-            let opts = crate::bench::BenchOptions {
+            let defaults = rl_v2_tools::bench::BenchOptions::default();
+            let opts = rl_v2_tools::bench::BenchOptions {
                 events,
                 symbols,
                 window,
@@ -390,15 +390,17 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             };
             let rt = runtime()?;
             let report = rt
-                .block_on(crate::bench::run(&opts, |step| eprintln!("bench: {step}")))
+                .block_on(rl_v2_tools::bench::run(&opts, |step| {
+                    eprintln!("bench: {step}")
+                }))
                 .map_err(fail)?;
-            print_json_or(json, &report, || crate::bench::render(&report, &opts));
+            print_json_or(json, &report, || rl_v2_tools::bench::render(&report, &opts));
             Ok(())
         }
         Command::Health { timeout } => {
             let timeout = Duration::from_secs_f64(timeout.max(0.1));
             let rt = runtime()?;
-            match rt.block_on(crate::service::health::ping(&settings, timeout)) {
+            match rt.block_on(rl_v2_service::health::ping(&settings, timeout)) {
                 Ok(pong) => {
                     println!("{} {} ({}) is up", pong.name, pong.version, pong.id);
                     Ok(())
@@ -435,7 +437,7 @@ fn replay(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let reader = std::io::BufReader::new(progress.wrap_read(log));
-    let summary = crate::replay::replay(
+    let summary = rl_v2_service::replay::replay(
         &mut engine,
         reader,
         &settings.subjects,

@@ -1,8 +1,10 @@
 //! The `rl-v2` command: parses the command line, loads settings, starts logging and calls the
 //! library.
 
+mod cli;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    rl_v2::cli::main()
+    cli::main()
 }

@@ -208,6 +208,13 @@ fn bad_settings_and_usage_exit_2_naming_the_problem() {
     let out = rl_v2(&["inspect"], &[("RL_V2__LEARNING__ALPHA", "7")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("learning.alpha"), "{}", text(&out));
+    let out = rl_v2(&["inspect"], &[("RL_V2__DELIVERY__STREAM_REPLICAS", "7")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("delivery.stream_replicas"),
+        "{}",
+        text(&out)
+    );
     let out = rl_v2(&["no-such-command"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let out = rl_v2(

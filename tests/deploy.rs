@@ -47,3 +47,23 @@ fn dockerfile_builds_release_as_a_non_root_user_with_a_data_volume() {
     assert!(text.contains("VOLUME [\"/app/data\"]"));
     assert!(text.contains("HEALTHCHECK") && text.contains("\"health\""));
 }
+
+#[test]
+fn dockerfile_caches_every_workspace_manifest_in_the_dependency_layer() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let members = std::fs::read_dir(root().join("crates")).unwrap();
+    let mut seen = 0;
+    for member in members {
+        let name = member.unwrap().file_name().into_string().unwrap();
+        let copy = format!("COPY crates/{name}/Cargo.toml crates/{name}/");
+        assert!(text.contains(&copy), "Dockerfile lacks `{copy}`");
+        let source = format!("crates/{name}/src/lib.rs");
+        assert!(
+            text.contains(&source),
+            "Dockerfile lacks a placeholder `{source}`"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 3, "the workspace has its three library crates");
+    assert!(text.contains("COPY crates crates") && text.contains("COPY config config"));
+}

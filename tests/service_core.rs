@@ -316,7 +316,7 @@ async fn broker_restart_on_the_same_port_is_survived_without_a_restart() {
     .await;
     assert_eq!(first["event_seq"], 1);
     server.kill();
-    server.restart();
+    server.restart().expect("the broker restarts on its port");
     // Both the test client and the service reconnect on their own; retry until served.
     let deadline = std::time::Instant::now() + WAIT;
     let second = loop {

@@ -7,84 +7,8 @@ use async_nats::jetstream;
 use common::*;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A reproducible stream of events over 40 symbols, with a rejected payload every 97th.
-fn events(n: usize) -> Vec<(&'static str, String)> {
-    (0..n)
-        .map(|i| {
-            let sym = format!("S{}USDT", i % 40);
-            if i % 97 == 50 {
-                return (
-                    "PREDICTION_GENERATED",
-                    format!(r#"{{"symbol":"{sym}","confidence":7}}"#),
-                );
-            }
-            match (i / 40) % 3 {
-                0 => (
-                    "PREDICTION_GENERATED",
-                    prediction(&sym, (i % 10) as f64 / 10.0, &format!("e{i}")),
-                ),
-                1 => (
-                    "TRADE_EXECUTED",
-                    trade(&sym, [5, 10, 20][i % 3], &format!("e{i}")),
-                ),
-                _ => (
-                    "POSITION_CLOSED",
-                    close(&sym, (i % 13) as f64 - 6.0, &format!("e{i}")),
-                ),
-            }
-        })
-        .collect()
-}
-
-/// Publishes events into the stream, each with a `Nats-Msg-Id` so a retry after a broker
-/// restart cannot store it twice; retries until the stream acknowledges.
-async fn publish_all(js: &jetstream::Context, events: &[(&'static str, String)], from: usize) {
-    for (i, (subject, payload)) in events.iter().enumerate() {
-        let id = format!("evt-{}", from + i);
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-            let sent = js
-                .publish_with_headers(*subject, headers, payload.clone().into())
-                .await;
-            if let Ok(ack) = sent {
-                if tokio::time::timeout(Duration::from_secs(2), ack)
-                    .await
-                    .is_ok_and(|a| a.is_ok())
-                {
-                    break;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "stream never acknowledged {id}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-async fn applied(client: &async_nats::Client, seq: u64) -> Value {
-    stats_until(client, |s| s["last_applied_seq"].as_u64() >= Some(seq)).await
-}
-
-/// Runs a fresh service over the whole stream without interruption and returns its final
-/// checkpoint bytes.
-async fn reference_checkpoint(url: &str, dir: &std::path::Path, last_seq: u64) -> Vec<u8> {
-    let data = dir.join("reference");
-    let mut service = Service::start(url, &data, &[]);
-    let client = client(url).await;
-    service.ready(&client).await;
-    applied(&client, last_seq).await;
-    service.signal("TERM");
-    assert!(service.wait().await.success(), "{}", service.log_text());
-    std::fs::read(data.join("checkpoint.json")).unwrap()
-}
 
 #[tokio::test]
 async fn three_sigkills_while_events_flow_end_byte_identical_to_an_uninterrupted_run() {
@@ -169,7 +93,7 @@ async fn broker_sigkill_and_restart_mid_stream_loses_nothing_and_applies_nothing
     publish_all(&js, &all[..1_500], 0).await;
     applied(&client, 700).await;
     server.kill();
-    server.restart();
+    server.restart().expect("the broker restarts on its port");
     publish_all(&js, &all[1_500..], 1_500).await;
     let s = applied(&client, 3_000).await;
     assert!(service.running(), "the service rode out the broker restart");
@@ -188,8 +112,8 @@ async fn broker_sigkill_and_restart_mid_stream_loses_nothing_and_applies_nothing
 }
 
 async fn recv(
-    rx: &mut tokio::sync::mpsc::Receiver<rl_v2::service::source::Inbound>,
-) -> rl_v2::service::source::Inbound {
+    rx: &mut tokio::sync::mpsc::Receiver<rl_v2_service::source::Inbound>,
+) -> rl_v2_service::source::Inbound {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a message in time")
@@ -198,13 +122,13 @@ async fn recv(
 
 #[tokio::test]
 async fn a_message_redelivered_after_its_ack_wait_is_not_applied_twice() {
-    use rl_v2::service::{
+    use rl_v2_service::{
         checkpointer::Checkpointer, jetstream as source, metrics::ServiceMetrics, EventLoop,
     };
     let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server.url()).await;
-    let mut settings = rl_v2::settings::Settings::defaults();
+    let mut settings = rl_v2_service::settings::Settings::defaults();
     settings.delivery.ack_wait_secs = 1.0;
     settings.checkpoint.dir = dir.path().to_path_buf();
     let js = jetstream::new(client.clone());
@@ -230,15 +154,15 @@ async fn a_message_redelivered_after_its_ack_wait_is_not_applied_twice() {
     let mut others = Vec::new();
     let again = loop {
         let m = recv(&mut rx).await;
-        if matches!((&m.delivery, &first.delivery), (rl_v2::service::source::Delivery::JetStream { seq: a, .. }, rl_v2::service::source::Delivery::JetStream { seq: b, .. }) if a == b)
+        if matches!((&m.delivery, &first.delivery), (rl_v2_service::source::Delivery::JetStream { seq: a, .. }, rl_v2_service::source::Delivery::JetStream { seq: b, .. }) if a == b)
         {
             break m;
         }
         others.push(m);
     };
-    let engine = rl_v2::engine::Engine::new(settings.engine_config());
+    let engine = rl_v2_core::engine::Engine::new(settings.engine_config());
     let checkpointer = Checkpointer::start(
-        rl_v2::checkpoint::CheckpointStore::new(dir.path()),
+        rl_v2_service::checkpoint::CheckpointStore::new(dir.path()),
         metrics.clone(),
         Duration::ZERO,
         Some(client.clone()),

@@ -3,8 +3,8 @@
 //!
 //! Reproduce the figures: `cargo test --release --test simulate -- --nocapture`.
 
-use rl_v2::domain::market::Regime;
-use rl_v2::simulate::{learning_curve_table, run, summary, SimulateOptions};
+use rl_v2_core::domain::market::Regime;
+use rl_v2_tools::simulate::{learning_curve_table, run, summary, SimulateOptions};
 use std::time::Instant;
 
 #[test]

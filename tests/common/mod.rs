@@ -5,116 +5,51 @@
 
 use futures::StreamExt;
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// Longest wait for anything in a test.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-pub use rl_v2::bench::server::nats_server_bin;
+pub use rl_v2_tools::nats_server::{NatsCluster, NatsServer};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Where the pinned nats-server is provisioned when none is installed.
+fn provision_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf()
 }
 
-/// A nats-server child process.
-pub struct NatsServer {
-    child: Option<Child>,
-    pub port: u16,
-    jetstream: bool,
-    store: TempDir,
+/// The nats-server binary the tests run (see `rl_v2_tools::nats_server::locate`).
+pub fn nats_server_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        rl_v2_tools::nats_server::locate(&provision_dir()).unwrap_or_else(|e| panic!("{e}"))
+    })
+    .clone()
 }
 
-impl NatsServer {
+/// Test-side start-up of servers: panics with the reason when one cannot start.
+pub trait StartServer: Sized {
     /// Starts a server; with `jetstream`, with JetStream on a temporary store.
-    pub fn start(jetstream: bool) -> Self {
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            jetstream,
-            store: tempfile::tempdir().expect("store dir"),
-        };
-        // A free port can be taken by another test's server before ours binds it: then ours
-        // exits and the port answers with someone else's name. Try another port.
-        for _ in 0..5 {
-            if server.spawn() {
-                return server;
-            }
-            server.kill();
-            server.port = free_port();
-        }
-        panic!("nats-server did not start on a port of its own");
+    fn start(jetstream: bool) -> Self;
+    /// As `start`, with extra arguments for nats-server.
+    fn start_with(jetstream: bool, args: &[&str]) -> Self;
+}
+
+impl StartServer for NatsServer {
+    fn start(jetstream: bool) -> Self {
+        Self::start_with(jetstream, &[])
     }
 
-    /// Spawns the server on `self.port`; true once this very server answers there.
-    fn spawn(&mut self) -> bool {
-        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let name = format!(
-            "rl-test-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-n", &name]);
-        if self.jetstream {
-            cmd.arg("-js").arg("-sd").arg(self.store.path());
-        }
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("nats-server starts"));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                // The server greets with INFO, which carries its name.
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut info = String::new();
-                let _ =
-                    std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut info);
-                return info.contains(&format!("\"server_name\":\"{name}\""));
-            }
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server with SIGKILL and waits for it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and store.
-    pub fn restart(&mut self) {
-        self.kill();
-        assert!(
-            self.spawn(),
-            "port {} was taken while the server was down",
-            self.port
-        );
-    }
-
-    /// The JetStream store directory.
-    pub fn store(&self) -> &Path {
-        self.store.path()
+    fn start_with(jetstream: bool, args: &[&str]) -> Self {
+        NatsServer::launch_with(&nats_server_bin(), jetstream, args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts a 3-node JetStream cluster.
+pub fn start_cluster() -> NatsCluster {
+    NatsCluster::launch(&nats_server_bin(), 3).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Connects a test client that reconnects quickly.
@@ -328,4 +263,84 @@ pub fn total(v: &Value) -> u64 {
     v.as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0)
+}
+
+/// A reproducible stream of events over 40 symbols, with a rejected payload every 97th.
+pub fn events(n: usize) -> Vec<(&'static str, String)> {
+    (0..n)
+        .map(|i| {
+            let sym = format!("S{}USDT", i % 40);
+            if i % 97 == 50 {
+                return (
+                    "PREDICTION_GENERATED",
+                    format!(r#"{{"symbol":"{sym}","confidence":7}}"#),
+                );
+            }
+            match (i / 40) % 3 {
+                0 => (
+                    "PREDICTION_GENERATED",
+                    prediction(&sym, (i % 10) as f64 / 10.0, &format!("e{i}")),
+                ),
+                1 => (
+                    "TRADE_EXECUTED",
+                    trade(&sym, [5, 10, 20][i % 3], &format!("e{i}")),
+                ),
+                _ => (
+                    "POSITION_CLOSED",
+                    close(&sym, (i % 13) as f64 - 6.0, &format!("e{i}")),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Publishes events into the stream, each with a `Nats-Msg-Id` so a retry after a broker
+/// restart cannot store it twice; retries until the stream acknowledges.
+pub async fn publish_all(
+    js: &async_nats::jetstream::Context,
+    events: &[(&'static str, String)],
+    from: usize,
+) {
+    for (i, (subject, payload)) in events.iter().enumerate() {
+        let id = format!("evt-{}", from + i);
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            let sent = js
+                .publish_with_headers(*subject, headers, payload.clone().into())
+                .await;
+            if let Ok(ack) = sent {
+                if tokio::time::timeout(Duration::from_secs(2), ack)
+                    .await
+                    .is_ok_and(|a| a.is_ok())
+                {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stream never acknowledged {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits until the service has applied (or rejected) every event up to `seq`.
+pub async fn applied(client: &async_nats::Client, seq: u64) -> Value {
+    stats_until(client, |s| s["last_applied_seq"].as_u64() >= Some(seq)).await
+}
+
+/// Runs a fresh service over the whole stream without interruption and returns its final
+/// checkpoint bytes.
+pub async fn reference_checkpoint(url: &str, dir: &std::path::Path, last_seq: u64) -> Vec<u8> {
+    let data = dir.join("reference");
+    let mut service = Service::start(url, &data, &[]);
+    let client = client(url).await;
+    service.ready(&client).await;
+    applied(&client, last_seq).await;
+    service.signal("TERM");
+    assert!(service.wait().await.success(), "{}", service.log_text());
+    std::fs::read(data.join("checkpoint.json")).unwrap()
 }

@@ -1,0 +1,16 @@
+//! rl-v2's pure core: everything that decides and learns, and nothing that touches the outside
+//! world.
+//!
+//! * [`domain`]: the RL domain (actions, market tools, states, rewards, Q-learning, episodes,
+//!   agents);
+//! * [`event`] and [`decision`]: what comes in and what goes out;
+//! * [`engine`]: a deterministic state machine that applies events and holds all learned state.
+//!
+//! This crate does no I/O: it depends on no async runtime, no NATS client and no file system,
+//! reads no clock and no global random generator. Time and sequence numbers come in with the
+//! events, so the same events always give the same decisions and the same bytes.
+
+pub mod decision;
+pub mod domain;
+pub mod engine;
+pub mod event;

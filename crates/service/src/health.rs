@@ -1,0 +1,36 @@
+//! `rl-v2 health`: is the service up? Pings the micro service over NATS.
+
+use std::time::Duration;
+
+use crate::settings::Settings;
+
+/// What the PING answered.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Pong {
+    /// Service name.
+    pub name: String,
+    /// Service instance id.
+    pub id: String,
+    /// Service version.
+    pub version: String,
+}
+
+/// Connects once and pings `$SRV.PING.<service.name>`; the error says what failed.
+pub async fn ping(settings: &Settings, timeout: Duration) -> Result<Pong, String> {
+    let opts = crate::connect::options(&settings.nats)
+        .await
+        .map_err(|e| e.to_string())?
+        .name("rl-v2-health")
+        .connection_timeout(timeout);
+    let client = tokio::time::timeout(timeout, opts.connect(settings.nats.servers()))
+        .await
+        .map_err(|_| format!("no connection to {} within {timeout:?}", settings.nats.url))?
+        .map_err(|e| format!("cannot connect to {}: {e}", settings.nats.url))?;
+    let subject = format!("$SRV.PING.{}", settings.service.name);
+    let reply = tokio::time::timeout(timeout, client.request(subject.clone(), "".into()))
+        .await
+        .map_err(|_| format!("no answer on {subject} within {timeout:?}"))?
+        .map_err(|e| format!("{subject}: {e}"))?;
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("{subject} answered something else: {e}"))
+}

@@ -1,0 +1,25 @@
+//! rl-v2's service: the shells around the core engine that touch the outside world.
+//!
+//! * [`settings`]: typed settings, layered file → environment, validated once at start-up;
+//! * [`serve()`]: the NATS service — sources ([`source`], [`jetstream`]) feed one event loop that
+//!   owns the engine, publishes decisions and hands snapshots to the [`checkpointer`];
+//! * [`checkpoint`]: the checkpoint store on disk and the Python-format Q-tables;
+//! * [`replay`] and [`inspect`]: offline tools over logs and checkpoints;
+//! * [`metrics`], [`prometheus`], [`health`], [`telemetry`], [`shutdown`]: operating it.
+
+pub mod checkpoint;
+pub mod checkpointer;
+pub mod connect;
+pub mod health;
+pub mod inspect;
+pub mod jetstream;
+pub mod metrics;
+pub mod prometheus;
+pub mod replay;
+mod serve;
+pub mod settings;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;
+
+pub use serve::*;

@@ -1,0 +1,270 @@
+//! The Prometheus `/metrics` endpoint (off unless `service.metrics_addr` is set).
+//!
+//! A scrape asks the event loop for a stats snapshot (the same one `rl_v2.stats` answers) and
+//! renders it, with the decision-latency and checkpoint-duration histograms, in the
+//! OpenMetrics text format.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ServiceMetrics;
+use crate::serve::{ServiceError, StatsReply};
+
+/// A request for a stats snapshot, answered by the event loop.
+pub type StatsRequest = oneshot::Sender<StatsReply>;
+
+#[derive(Clone)]
+struct Shared {
+    stats: mpsc::Sender<StatsRequest>,
+    metrics: Arc<ServiceMetrics>,
+}
+
+/// Binds `addr` and serves `/metrics` until `shutdown`.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    stats: mpsc::Sender<StatsRequest>,
+    metrics: Arc<ServiceMetrics>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, ServiceError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Settings(format!("service.metrics_addr {addr}: {e}")))?;
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Shared { stats, metrics });
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+        });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    }))
+}
+
+async fn scrape(State(shared): State<Shared>) -> impl IntoResponse {
+    let (tx, rx) = oneshot::channel();
+    let snapshot = match shared.stats.send(tx).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    match snapshot {
+        Some(stats) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            render(&stats, &shared.metrics),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "rl-v2 is shutting down\n".to_string(),
+        ),
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn counter_family(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (String, u64)>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    for (key, value) in values {
+        family
+            .get_or_create(&vec![(label.to_string(), key)])
+            .inc_by(value);
+    }
+    registry.register(name, help, family);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// Renders a stats snapshot and the histograms as OpenMetrics text.
+pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
+    let mut r = Registry::with_prefix("rl_v2");
+    let c = &stats.engine.counters;
+    counter_family(
+        &mut r,
+        "events",
+        "Events applied, by type",
+        "kind",
+        c.events.iter().map(|(k, v)| (k.as_str().to_string(), *v)),
+    );
+    counter_family(
+        &mut r,
+        "rejects",
+        "Events rejected, by reason",
+        "reason",
+        c.rejects.iter().map(|(k, v)| (k.clone(), *v)),
+    );
+    counter_family(
+        &mut r,
+        "decisions",
+        "Decisions made, by agent",
+        "agent",
+        c.decisions
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), *v)),
+    );
+    counter(&mut r, "updates", "Q-updates applied", c.updates);
+    counter(
+        &mut r,
+        "refused_updates",
+        "Q-updates refused as non-finite",
+        c.refused_updates,
+    );
+    counter(
+        &mut r,
+        "superseded_pending",
+        "Pending meta decisions superseded",
+        c.superseded_pending,
+    );
+    counter(
+        &mut r,
+        "replaced_sizing",
+        "Sizing decisions replaced by a second trade",
+        c.replaced_sizing,
+    );
+    counter(
+        &mut r,
+        "expired_pending",
+        "Pending meta decisions expired unrewarded",
+        c.expired_pending,
+    );
+    counter(
+        &mut r,
+        "expired_positions",
+        "Open positions expired unrewarded",
+        c.expired_positions,
+    );
+    counter(
+        &mut r,
+        "closes_without_decision",
+        "Closes with no decision to reward",
+        c.closes_without_decision,
+    );
+    let s = &stats.service;
+    counter_family(
+        &mut r,
+        "messages",
+        "Messages received, by subject",
+        "subject",
+        s.messages_by_subject.iter().map(|(k, v)| (k.clone(), *v)),
+    );
+    counter(
+        &mut r,
+        "decisions_published",
+        "Decisions published",
+        s.decisions_published,
+    );
+    counter(
+        &mut r,
+        "dead_letters",
+        "Dead letters published",
+        s.dead_letters,
+    );
+    counter(
+        &mut r,
+        "publish_failures",
+        "Publishes that failed",
+        s.publish_failures,
+    );
+    counter(
+        &mut r,
+        "duplicates_skipped",
+        "Redeliveries of applied events skipped",
+        s.duplicates_skipped,
+    );
+    counter(
+        &mut r,
+        "events_lost",
+        "Events that aged out of the stream unapplied",
+        s.events_lost,
+    );
+    counter(&mut r, "checkpoints", "Checkpoints written", s.checkpoints);
+    counter(
+        &mut r,
+        "checkpoint_failures",
+        "Checkpoints that failed",
+        s.checkpoint_failures,
+    );
+    gauge(
+        &mut r,
+        "pending_decisions",
+        "Pending meta decisions",
+        stats.engine.pending_decisions as i64,
+    );
+    gauge(
+        &mut r,
+        "open_positions",
+        "Open positions",
+        stats.engine.open_positions as i64,
+    );
+    gauge(
+        &mut r,
+        "last_applied_seq",
+        "Sequence of the last event applied",
+        stats.engine.last_applied_seq as i64,
+    );
+    let states = Family::<Labels, Gauge>::default();
+    let epsilon = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for a in [
+        &stats.engine.meta_agent_stats,
+        &stats.engine.sizing_agent_stats,
+    ] {
+        let labels = vec![("agent".to_string(), a.agent_type.as_str().to_string())];
+        states
+            .get_or_create(&labels)
+            .set(a.q_learning_stats.states_visited as i64);
+        epsilon
+            .get_or_create(&labels)
+            .set(a.q_learning_stats.epsilon);
+    }
+    r.register("states_visited", "States in the Q-table", states);
+    r.register("epsilon", "Exploration rate", epsilon);
+    r.register(
+        "decision_latency_seconds",
+        "From message arrival to decision published",
+        metrics.decision_latency.clone(),
+    );
+    r.register(
+        "checkpoint_duration_seconds",
+        "Time to write a checkpoint",
+        metrics.checkpoint_duration.clone(),
+    );
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &r) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    out
+}

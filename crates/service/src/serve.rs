@@ -1,0 +1,512 @@
+//! The NATS service: the shell that feeds the engine from the broker and publishes what it
+//! decides.
+//!
+//! One task, the event loop, owns the [`Engine`]. Source tasks hand it messages over a bounded
+//! channel; it decodes, applies, publishes decisions (and dead letters), answers the micro
+//! service's `stats` and `checkpoint` endpoints, and hands snapshots to the background
+//! [`checkpointer`]. Shutdown is one [`CancellationToken`]: the sources drain and close the
+//! channel, the loop finishes what was handed over, flushes publishes, writes the final
+//! checkpoint, and returns.
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::checkpointer::Checkpointer;
+use crate::metrics::{ServiceMetrics, ServiceSnapshot};
+use crate::settings::{DeliveryMode, Settings};
+use crate::source::{Delivery, Inbound, Source};
+use crate::{connect, jetstream, prometheus, source};
+use rl_v2_core::decision::Decision;
+use rl_v2_core::domain::agent::AgentKind;
+use rl_v2_core::engine::{Engine, EngineConfig, EngineStats, Outcome};
+use rl_v2_core::event::DecodeError;
+
+/// Messages buffered between the sources and the event loop.
+const INBOUND_CAPACITY: usize = 4096;
+
+/// Why the service could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A setting could not be used.
+    #[error("settings: {0}")]
+    Settings(String),
+    /// The checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The broker refused something.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// JetStream is missing or refused something.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+/// Start-up choices that are not settings.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// When the checkpoint is corrupt, move it aside (to `checkpoint.json.corrupt-<time>`) and
+    /// start with an empty engine instead of stopping.
+    pub discard_corrupt_checkpoint: bool,
+}
+
+/// What the `stats` endpoint answers: the engine's statistics and the service's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsReply {
+    /// The seed's `get_stats()` shape plus the engine's counters.
+    #[serde(flatten)]
+    pub engine: EngineStats,
+    /// Counters of the service shell.
+    pub service: ServiceSnapshot,
+}
+
+/// Loads the engine at start-up: the checkpoint; else Python-format tables in the same
+/// directory; else a fresh engine. A corrupt checkpoint is an error unless
+/// `discard_corrupt_checkpoint` is set.
+pub fn load_engine(
+    store: &CheckpointStore,
+    config: &EngineConfig,
+    options: &ServeOptions,
+) -> Result<Engine, ServiceError> {
+    match store.load(config) {
+        Ok(Some(engine)) => {
+            tracing::info!(
+                path = %store.checkpoint_path().display(),
+                last_applied_seq = engine.last_applied_seq(),
+                updates = engine.updates(),
+                "checkpoint loaded"
+            );
+            Ok(engine)
+        }
+        Ok(None) if store.has_python_tables() => {
+            let engine = store.import_python_tables(config)?;
+            tracing::info!(
+                dir = %store.dir().display(),
+                meta_states = engine.state().meta.q().states_visited(),
+                sizing_states = engine.state().sizing.q().states_visited(),
+                "no checkpoint; imported Python-format Q-tables"
+            );
+            Ok(engine)
+        }
+        Ok(None) => {
+            tracing::info!(dir = %store.dir().display(), "no checkpoint; starting empty");
+            Ok(Engine::new(config.clone()))
+        }
+        Err(e @ CheckpointError::Corrupt { .. }) if options.discard_corrupt_checkpoint => {
+            let path = store.checkpoint_path();
+            let aside = PathBuf::from(format!(
+                "{}.corrupt-{}",
+                path.display(),
+                source::now_secs() as u64
+            ));
+            std::fs::rename(&path, &aside).map_err(|io| CheckpointError::Io {
+                path: path.clone(),
+                source: io,
+            })?;
+            tracing::error!(error = %e, moved_to = %aside.display(), "corrupt checkpoint moved aside; starting empty");
+            Ok(Engine::new(config.clone()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the service until `shutdown` is cancelled, then shuts down cleanly.
+pub async fn serve(
+    settings: Settings,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let store = CheckpointStore::new(&settings.checkpoint.dir);
+    let mut engine = load_engine(&store, &settings.engine_config(), &options)?;
+    let Some(client) = connect::connect(&settings.nats, &shutdown).await? else {
+        return Ok(());
+    };
+    let metrics = Arc::new(ServiceMetrics::default());
+    let (source, consuming) = match settings.delivery.mode {
+        DeliveryMode::Core => (Source::core(&client, &settings.subjects).await?, None),
+        DeliveryMode::Jetstream => {
+            let js = async_nats::jetstream::new(client.clone());
+            let mut stream = jetstream::prepare_stream(
+                &js,
+                &settings.nats.url,
+                &settings.delivery,
+                &settings.subjects,
+            )
+            .await?;
+            let (first, last) = jetstream::bounds(&mut stream).await?;
+            let plan = jetstream::plan_start(
+                engine.last_applied_seq(),
+                first,
+                last,
+                settings.delivery.accept_stream_reset,
+                &settings.delivery.stream,
+            )?;
+            if let Some(seq) = plan.rebase_to {
+                tracing::warn!(
+                    checkpoint_seq = engine.last_applied_seq(),
+                    stream_last_seq = seq,
+                    "checkpoint is ahead of the stream; accepted by delivery.accept_stream_reset, continuing from the stream's end"
+                );
+                engine.rebase(seq);
+            }
+            if plan.lost > 0 {
+                metrics.events_lost(plan.lost);
+                tracing::error!(
+                    lost = plan.lost,
+                    first_available = first,
+                    last_applied_seq = engine.last_applied_seq(),
+                    "events aged out of the stream before rl-v2 applied them; they are lost to learning"
+                );
+            }
+            let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+            let task = jetstream::consume(
+                stream,
+                plan.start_seq,
+                settings.delivery.clone(),
+                settings.subjects.clone(),
+                tx,
+                shutdown.clone(),
+                metrics.clone(),
+            );
+            (Source::Channel(rx), Some(task))
+        }
+    };
+    let checkpointer = Checkpointer::start(
+        store,
+        metrics.clone(),
+        std::time::Duration::from_secs_f64(settings.checkpoint.min_interval_secs),
+        Some(client.clone()),
+    );
+    let name = settings.service.name.clone();
+    let service = client
+        .service_builder()
+        .description("rl-v2: Q-learning meta-strategy and position-sizing agents")
+        .start(&name, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ServiceError::Nats(format!("start micro service {name}: {e}")))?;
+    let group = service.group(&name);
+    let mut stats_endpoint = group
+        .endpoint("stats")
+        .await
+        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.stats: {e}")))?;
+    let mut checkpoint_endpoint = group
+        .endpoint("checkpoint")
+        .await
+        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.checkpoint: {e}")))?;
+    tracing::info!(
+        mode = ?settings.delivery.mode,
+        service = %name,
+        last_applied_seq = engine.last_applied_seq(),
+        "rl-v2 serving"
+    );
+
+    let (scrapes_tx, mut scrapes) = mpsc::channel::<prometheus::StatsRequest>(8);
+    let metrics_task = match settings.service.metrics_addr.as_str() {
+        "" => None,
+        addr => {
+            let addr = addr
+                .parse()
+                .map_err(|e| ServiceError::Settings(format!("service.metrics_addr {addr}: {e}")))?;
+            Some(
+                prometheus::serve_metrics(addr, scrapes_tx, metrics.clone(), shutdown.clone())
+                    .await?,
+            )
+        }
+    };
+
+    let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
+    let mut source = source;
+    let mut draining = false;
+    // Armed when shutdown starts: how long to wait for messages already sent to us.
+    let drain_deadline = tokio::time::sleep(std::time::Duration::MAX);
+    tokio::pin!(drain_deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !draining => {
+                // Stop taking events; those already sent to us are still handled.
+                source.stop().await;
+                draining = true;
+                drain_deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + source::DRAIN_TIMEOUT);
+            }
+            msg = source.next() => match msg {
+                Some(msg) => event_loop.handle(msg).await,
+                None => break,
+            },
+            Some(request) = stats_endpoint.next() => event_loop.answer_stats(request).await,
+            Some(request) = checkpoint_endpoint.next() => event_loop.answer_checkpoint(request).await,
+            Some(reply_to) = scrapes.recv() => {
+                let _ = reply_to.send(event_loop.stats());
+            }
+            _ = &mut drain_deadline, if draining => {
+                tracing::warn!("in-flight events did not arrive within {:?}; stopping", source::DRAIN_TIMEOUT);
+                break;
+            }
+        }
+    }
+    if let Some(task) = consuming {
+        let _ = task.await;
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    tracing::info!("events drained; flushing and writing the final checkpoint");
+    let _ = service.stop().await;
+    event_loop.finish().await
+}
+
+/// The task that owns the engine: decodes, applies, publishes, acks, and hands snapshots to
+/// the checkpoint writer. [`serve`] drives it; tests may drive it directly.
+pub struct EventLoop {
+    engine: Engine,
+    client: async_nats::Client,
+    settings: Settings,
+    metrics: Arc<ServiceMetrics>,
+    checkpointer: Checkpointer,
+    next_checkpoint_at: u64,
+    checkpoint_due: bool,
+}
+
+impl EventLoop {
+    /// An event loop around `engine`.
+    pub fn new(
+        engine: Engine,
+        client: async_nats::Client,
+        settings: Settings,
+        metrics: Arc<ServiceMetrics>,
+        checkpointer: Checkpointer,
+    ) -> Self {
+        let every = settings.checkpoint.every_updates;
+        let next_checkpoint_at = (engine.updates() / every + 1) * every;
+        Self {
+            engine,
+            client,
+            settings,
+            metrics,
+            checkpointer,
+            next_checkpoint_at,
+            checkpoint_due: false,
+        }
+    }
+
+    /// Handles one message: applies it (or skips it when its sequence was applied already, or
+    /// dead-letters it when it does not decode), publishes the decisions, acks a JetStream
+    /// message, and starts a checkpoint when one is due.
+    pub async fn handle(&mut self, msg: Inbound) {
+        self.metrics.message(&msg.subject);
+        let seq = match &msg.delivery {
+            Delivery::Core { .. } => self.engine.last_applied_seq() + 1,
+            Delivery::JetStream { seq, .. } => *seq,
+        };
+        let limit = self.settings.limits.max_payload_bytes;
+        let outcome = self
+            .engine
+            .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
+        let rejected = matches!(outcome, Outcome::Rejected(_));
+        match outcome {
+            Outcome::AlreadyApplied => {
+                self.metrics.duplicate_skipped();
+                tracing::debug!(seq, "already applied; skipped");
+            }
+            Outcome::Applied {
+                symbol,
+                decisions,
+                updates,
+            } => {
+                for decision in &decisions {
+                    self.publish_decision(decision, &msg.delivery).await;
+                    self.metrics
+                        .decision_latency
+                        .observe(msg.arrived.elapsed().as_secs_f64());
+                }
+                if let (true, Delivery::Core { reply: Some(reply) }) =
+                    (decisions.is_empty(), &msg.delivery)
+                {
+                    // A close has no decision; a request for one learns what it caused.
+                    let answer = serde_json::json!({
+                        "event_seq": seq,
+                        "symbol": symbol,
+                        "updates_applied": updates,
+                    });
+                    self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
+                        .await;
+                }
+            }
+            Outcome::Rejected(error) => self.dead_letter(&msg, seq, &error).await,
+        }
+        if let Delivery::JetStream { message, .. } = &msg.delivery {
+            // A rejected message is terminated so it is never redelivered.
+            let kind = if rejected {
+                async_nats::jetstream::AckKind::Term
+            } else {
+                async_nats::jetstream::AckKind::Ack
+            };
+            if let Err(e) = message.ack_with(kind).await {
+                tracing::warn!(seq, error = %e, "ack failed; the message will be redelivered and skipped");
+            }
+        }
+        self.maybe_checkpoint();
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.engine.updates() >= self.next_checkpoint_at {
+            self.checkpoint_due = true;
+            let every = self.settings.checkpoint.every_updates;
+            self.next_checkpoint_at = (self.engine.updates() / every + 1) * every;
+        }
+        if self.checkpoint_due && self.checkpointer.offer(self.engine.state()) {
+            self.checkpoint_due = false;
+        }
+    }
+
+    /// Publishes; with `msg_id`, sets `Nats-Msg-Id` so a stream capturing `subject` drops the
+    /// copy a replay after a crash publishes again.
+    async fn publish(&self, subject: String, payload: Bytes, msg_id: Option<&str>) -> bool {
+        let sent = match msg_id {
+            Some(id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+                self.client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+            }
+            None => self.client.publish(subject.clone(), payload).await,
+        };
+        match sent {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.publish_failed();
+                tracing::error!(subject, error = %e, "publish failed");
+                false
+            }
+        }
+    }
+
+    async fn publish_decision(&self, decision: &Decision, delivery: &Delivery) {
+        let subject = match decision.agent {
+            AgentKind::MetaStrategy => &self.settings.subjects.meta_decision,
+            AgentKind::PositionSizing => &self.settings.subjects.sizing_decision,
+        };
+        let payload = Bytes::from(serde_json::to_vec(decision).unwrap_or_default());
+        let msg_id = match delivery {
+            Delivery::JetStream { .. } => Some(decision.decision_id.as_str()),
+            Delivery::Core { .. } => None,
+        };
+        if self.publish(subject.clone(), payload.clone(), msg_id).await {
+            self.metrics.decision_published();
+        }
+        if let Delivery::Core { reply: Some(reply) } = delivery {
+            self.publish(reply.to_string(), payload, None).await;
+        }
+    }
+
+    async fn dead_letter(&self, msg: &Inbound, seq: u64, error: &DecodeError) {
+        let keep = self.settings.limits.dead_letter_payload_bytes;
+        let shown = &msg.payload[..msg.payload.len().min(keep)];
+        tracing::warn!(
+            subject = %msg.subject,
+            seq,
+            reason = error.code(),
+            error = %error,
+            bytes = msg.payload.len(),
+            "event rejected"
+        );
+        let letter = serde_json::json!({
+            "subject": msg.subject,
+            "reason": error.code(),
+            "error": error.to_string(),
+            "seq": seq,
+            "received_at": msg.received_at,
+            "payload_bytes": msg.payload.len(),
+            "payload_truncated": shown.len() < msg.payload.len(),
+            "payload": String::from_utf8_lossy(shown),
+        });
+        let payload = Bytes::from(letter.to_string());
+        let msg_id = match &msg.delivery {
+            Delivery::JetStream { seq, .. } => Some(format!("dead_letter-{seq}")),
+            Delivery::Core { .. } => None,
+        };
+        if self
+            .publish(
+                self.settings.subjects.dead_letter.clone(),
+                payload,
+                msg_id.as_deref(),
+            )
+            .await
+        {
+            self.metrics.dead_letter();
+        }
+        if let Delivery::Core { reply: Some(reply) } = &msg.delivery {
+            let answer = serde_json::json!({"error": error.to_string(), "reason": error.code()});
+            self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
+                .await;
+        }
+    }
+
+    /// The engine's statistics and the service's counters.
+    pub fn stats(&self) -> StatsReply {
+        StatsReply {
+            engine: self.engine.stats(),
+            service: self.metrics.snapshot(),
+        }
+    }
+
+    async fn answer_stats(&self, request: async_nats::service::Request) {
+        let body = serde_json::to_vec(&self.stats()).unwrap_or_default();
+        if let Err(e) = request.respond(Ok(body.into())).await {
+            tracing::warn!(error = %e, "stats reply failed");
+        }
+    }
+
+    async fn answer_checkpoint(&self, request: async_nats::service::Request) {
+        let done = self.checkpointer.request(self.engine.state()).await;
+        tokio::spawn(async move {
+            let reply = match done.await {
+                Ok(Ok(written)) => Ok(serde_json::to_vec(&written).unwrap_or_default().into()),
+                Ok(Err(e)) => Err(async_nats::service::error::Error {
+                    status: format!("checkpoint failed: {e}"),
+                    code: 500,
+                }),
+                Err(_) => Err(async_nats::service::error::Error {
+                    status: "checkpoint writer stopped".into(),
+                    code: 503,
+                }),
+            };
+            if let Err(e) = request.respond(reply).await {
+                tracing::warn!(error = %e, "checkpoint reply failed");
+            }
+        });
+    }
+
+    /// Flushes publishes and writes the final checkpoint.
+    pub async fn finish(self) -> Result<(), ServiceError> {
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flush failed: some decisions may not have reached the broker");
+        }
+        let written = self
+            .checkpointer
+            .finish(self.engine.state())
+            .await
+            .map_err(|e| {
+                ServiceError::Checkpoint(CheckpointError::Io {
+                    path: self.settings.checkpoint.dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })?;
+        tracing::info!(
+            path = %written.path.display(),
+            last_applied_seq = written.last_applied_seq,
+            updates = written.updates,
+            "final checkpoint written; bye"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,603 @@
+//! Settings: typed, loaded once, layered.
+//!
+//! Layers, later ones winning: the defaults compiled into the binary (`config/default.toml`),
+//! `config/default.toml` in the working directory when present, the file named with `--config`,
+//! then environment variables `RL_V2__SECTION__KEY`. Unknown keys and bad values stop start-up
+//! with a message naming the key.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use rl_v2_core::domain::qlearning::Hyperparameters;
+use rl_v2_core::domain::reward::RewardWeights;
+use rl_v2_core::domain::state::{BucketEdges, Discretizer};
+use rl_v2_core::engine::EngineConfig;
+use rl_v2_core::event::EventKind;
+
+/// The defaults, as shipped in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: [&str; 7] = [
+    "state.volatility_edges",
+    "state.market_pressure_edges",
+    "state.confidence_edges",
+    "state.winrate_edges",
+    "state.account_health_edges",
+    "state.exposure_edges",
+    "state.equity_slope_edges",
+];
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or a value has the wrong type.
+    #[error("settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is outside its domain.
+    #[error("settings: `{key}` {problem}")]
+    Invalid {
+        /// The offending key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Broker connection.
+    pub nats: NatsSettings,
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Delivery mode and stream.
+    pub delivery: DeliverySettings,
+    /// Hyperparameters and seed.
+    pub learning: LearningSettings,
+    /// Reward weights.
+    pub rewards: RewardWeights,
+    /// State discretization.
+    pub state: StateSettings,
+    /// Position-sizing limits.
+    pub sizing: SizingSettings,
+    /// Market context and reward window.
+    pub market: MarketSettings,
+    /// Checkpoints.
+    pub checkpoint: CheckpointSettings,
+    /// Payload limits.
+    pub limits: Limits,
+    /// The NATS micro service and metrics.
+    pub service: ServiceSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// Client name.
+    pub client_name: String,
+    /// User for user/password authentication.
+    pub user: String,
+    /// Password for user/password authentication.
+    pub password: String,
+    /// Token authentication.
+    pub token: String,
+    /// Path of a `.creds` file.
+    pub creds_file: String,
+    /// Path of a CA bundle to trust.
+    pub tls_ca: String,
+    /// Path of a client certificate.
+    pub tls_cert: String,
+    /// Path of the client certificate's key.
+    pub tls_key: String,
+    /// Seconds between connection attempts at start-up.
+    pub connect_retry_secs: f64,
+}
+
+/// Subjects consumed and published.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subjects {
+    /// Signals.
+    pub prediction_generated: String,
+    /// Trades opened.
+    pub trade_executed: String,
+    /// Positions closed.
+    pub position_closed: String,
+    /// Meta-strategy decisions.
+    pub meta_decision: String,
+    /// Position-sizing decisions.
+    pub sizing_decision: String,
+    /// Rejected events.
+    pub dead_letter: String,
+}
+
+impl NatsSettings {
+    /// The server URLs of `url`, split on commas.
+    pub fn servers(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Subjects {
+    /// The subject of an event kind.
+    pub fn event(&self, kind: EventKind) -> &str {
+        match kind {
+            EventKind::PredictionGenerated => &self.prediction_generated,
+            EventKind::TradeExecuted => &self.trade_executed,
+            EventKind::PositionClosed => &self.position_closed,
+        }
+    }
+
+    /// The event kind of a subject, if it is one of the three event subjects.
+    pub fn kind_of(&self, subject: &str) -> Option<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| self.event(*k) == subject)
+    }
+}
+
+/// How events are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Durable consumption from a JetStream stream.
+    Jetstream,
+    /// Plain core-NATS subscriptions, at-most-once.
+    Core,
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// `jetstream` or `core`.
+    pub mode: DeliveryMode,
+    /// Stream name.
+    pub stream: String,
+    /// Oldest message kept, seconds; 0 for no limit.
+    pub stream_max_age_secs: u64,
+    /// Largest stream size, bytes; -1 for no limit.
+    pub stream_max_bytes: i64,
+    /// Replicas of the stream when rl-v2 creates it (1, or 3/5 on a JetStream cluster).
+    pub stream_replicas: usize,
+    /// Ack wait, seconds.
+    pub ack_wait_secs: f64,
+    /// Start even when the checkpoint is ahead of the stream.
+    pub accept_stream_reset: bool,
+}
+
+/// Hyperparameters and seed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearningSettings {
+    /// Learning rate α.
+    pub alpha: f64,
+    /// Discount γ.
+    pub gamma: f64,
+    /// Initial ε.
+    pub epsilon: f64,
+    /// ε decay per update.
+    pub epsilon_decay: f64,
+    /// ε floor.
+    pub epsilon_min: f64,
+    /// Exploration seed.
+    pub seed: u64,
+}
+
+/// Which discretizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscretizerKind {
+    /// Bucket indices.
+    Buckets,
+    /// The Python version's keys.
+    PythonCompat,
+}
+
+/// State discretization.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// `buckets` or `python_compat`.
+    pub discretizer: DiscretizerKind,
+    /// Volatility edges.
+    pub volatility_edges: Vec<f64>,
+    /// Market-pressure edges.
+    pub market_pressure_edges: Vec<f64>,
+    /// Confidence edges.
+    pub confidence_edges: Vec<f64>,
+    /// Win-rate edges.
+    pub winrate_edges: Vec<f64>,
+    /// Account-health edges.
+    pub account_health_edges: Vec<f64>,
+    /// Exposure edges.
+    pub exposure_edges: Vec<f64>,
+    /// Equity-slope edges.
+    pub equity_slope_edges: Vec<f64>,
+}
+
+/// Position-sizing limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizingSettings {
+    /// Highest leverage the agent may choose.
+    pub max_leverage: u32,
+}
+
+/// Market context and reward window.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSettings {
+    /// Prices kept per symbol.
+    pub price_history_len: usize,
+    /// Starting equity.
+    pub initial_balance: f64,
+    /// Seconds before an unrewarded decision expires.
+    pub reward_window_secs: f64,
+}
+
+/// Checkpoint settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSettings {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Q-updates between checkpoints.
+    pub every_updates: u64,
+    /// Shortest time between two periodic checkpoints, seconds.
+    pub min_interval_secs: f64,
+}
+
+/// Payload limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest payload accepted.
+    pub max_payload_bytes: usize,
+    /// Bytes of a rejected payload copied into its dead letter.
+    pub dead_letter_payload_bytes: usize,
+}
+
+/// The NATS micro service and metrics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Service name.
+    pub name: String,
+    /// Prometheus endpoint address; empty for none.
+    pub metrics_addr: String,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Default level filter, used when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads the layers: built-in defaults, `config/default.toml` in the working directory,
+    /// `file`, then `RL_V2__SECTION__KEY` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Self::load`], with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        use config::{Config, Environment, File, FileFormat};
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::new("config/default.toml", FileFormat::Toml).required(false));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let vars: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RL_V2__"))
+            .collect();
+        let mut environment = Environment::with_prefix("RL_V2")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(vars));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Built-in defaults only.
+    pub fn defaults() -> Self {
+        Self::load_from(None::<&Path>, std::iter::empty())
+            .unwrap_or_else(|e| panic!("the built-in defaults are valid: {e}"))
+    }
+
+    /// Checks every value that has a domain; the error names the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let servers = self.nats.servers();
+        if servers.is_empty() {
+            return Err(invalid("nats.url", "must not be empty"));
+        }
+        if let Some(bad) = servers
+            .iter()
+            .find(|u| u.parse::<async_nats::ServerAddr>().is_err())
+        {
+            return Err(invalid(
+                "nats.url",
+                format!("`{bad}` is not a NATS server URL"),
+            ));
+        }
+        if !(self.nats.connect_retry_secs.is_finite() && self.nats.connect_retry_secs > 0.0) {
+            return Err(invalid(
+                "nats.connect_retry_secs",
+                "must be a positive number",
+            ));
+        }
+        if self.nats.tls_cert.is_empty() != self.nats.tls_key.is_empty() {
+            return Err(invalid("nats.tls_key", "tls_cert and tls_key go together"));
+        }
+        let s = &self.subjects;
+        for (key, subject) in [
+            ("subjects.prediction_generated", &s.prediction_generated),
+            ("subjects.trade_executed", &s.trade_executed),
+            ("subjects.position_closed", &s.position_closed),
+            ("subjects.meta_decision", &s.meta_decision),
+            ("subjects.sizing_decision", &s.sizing_decision),
+            ("subjects.dead_letter", &s.dead_letter),
+        ] {
+            if subject.is_empty() || subject.contains(char::is_whitespace) {
+                return Err(invalid(key, "must be a subject without whitespace"));
+            }
+        }
+        let events = [
+            &s.prediction_generated,
+            &s.trade_executed,
+            &s.position_closed,
+        ];
+        if events[0] == events[1] || events[1] == events[2] || events[0] == events[2] {
+            return Err(invalid("subjects", "the three event subjects must differ"));
+        }
+        if self.delivery.stream.is_empty() || self.delivery.stream.contains(['.', '*', '>', ' ']) {
+            return Err(invalid(
+                "delivery.stream",
+                "must be a name without . * > or spaces",
+            ));
+        }
+        if !(1..=5).contains(&self.delivery.stream_replicas) {
+            return Err(invalid(
+                "delivery.stream_replicas",
+                "must be 1 to 5 (JetStream's limit)",
+            ));
+        }
+        if !(self.delivery.ack_wait_secs.is_finite() && self.delivery.ack_wait_secs >= 1.0) {
+            return Err(invalid("delivery.ack_wait_secs", "must be at least 1"));
+        }
+        if !(self.checkpoint.min_interval_secs.is_finite()
+            && self.checkpoint.min_interval_secs >= 0.0)
+        {
+            return Err(invalid(
+                "checkpoint.min_interval_secs",
+                "must be a number >= 0",
+            ));
+        }
+        if self.checkpoint.every_updates == 0 {
+            return Err(invalid("checkpoint.every_updates", "must be at least 1"));
+        }
+        if self.limits.max_payload_bytes == 0 {
+            return Err(invalid("limits.max_payload_bytes", "must be at least 1"));
+        }
+        if self.service.name.is_empty()
+            || !self
+                .service
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid("service.name", "must be letters, digits, - or _"));
+        }
+        if !self.service.metrics_addr.is_empty()
+            && self
+                .service
+                .metrics_addr
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "service.metrics_addr",
+                "must be host:port, like 0.0.0.0:9464",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a level filter", self.log.level),
+            ));
+        }
+        self.engine_config()
+            .validate()
+            .map_err(|problem| match problem.split_once(' ') {
+                Some((field, rest)) => invalid(&engine_key(field), rest),
+                None => invalid("learning", problem),
+            })
+    }
+
+    /// The engine's settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        let l = &self.learning;
+        let st = &self.state;
+        EngineConfig {
+            learning: Hyperparameters {
+                alpha: l.alpha,
+                gamma: l.gamma,
+                epsilon: l.epsilon,
+                epsilon_decay: l.epsilon_decay,
+                epsilon_min: l.epsilon_min,
+            },
+            seed: l.seed,
+            rewards: self.rewards.clone(),
+            discretizer: match st.discretizer {
+                DiscretizerKind::PythonCompat => Discretizer::PythonCompat,
+                DiscretizerKind::Buckets => Discretizer::Buckets(BucketEdges {
+                    volatility: st.volatility_edges.clone(),
+                    market_pressure: st.market_pressure_edges.clone(),
+                    confidence: st.confidence_edges.clone(),
+                    winrate: st.winrate_edges.clone(),
+                    account_health: st.account_health_edges.clone(),
+                    exposure: st.exposure_edges.clone(),
+                    equity_slope: st.equity_slope_edges.clone(),
+                }),
+            },
+            max_leverage: self.sizing.max_leverage,
+            reward_window_secs: self.market.reward_window_secs,
+            initial_balance: self.market.initial_balance,
+            price_history_len: self.market.price_history_len,
+        }
+    }
+}
+
+/// The settings key of a field named in an engine validation message.
+fn engine_key(field: &str) -> String {
+    let section = match field.trim_end_matches(':') {
+        "alpha" | "gamma" | "epsilon" | "epsilon_decay" | "epsilon_min" => "learning",
+        "max_leverage" => "sizing",
+        "reward_window_secs" | "initial_balance" | "price_history_len" => "market",
+        _ => "state",
+    };
+    let field = field.trim_end_matches(':');
+    if section == "state" {
+        format!("state.{field}_edges")
+    } else {
+        format!("{section}.{field}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = Settings::defaults();
+        assert_eq!(s.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(s.delivery.mode, DeliveryMode::Jetstream);
+        assert_eq!(s.delivery.stream, "RL_V2_EVENTS");
+        assert_eq!(s.checkpoint.dir, PathBuf::from("data/rl_v2"));
+        assert_eq!(s.checkpoint.every_updates, 100);
+        assert_eq!(s.limits.max_payload_bytes, 65536);
+        assert_eq!(s.sizing.max_leverage, 50);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.engine_config(), EngineConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_with_double_underscores() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("RL_V2__NATS__URL", "nats://nats:4222"),
+                ("RL_V2__DELIVERY__MODE", "core"),
+                ("RL_V2__LEARNING__SEED", "7"),
+                ("RL_V2__LEARNING__ALPHA", "0.05"),
+                ("RL_V2__STATE__CONFIDENCE_EDGES", "0.25,0.5,0.75"),
+                ("OTHER__NATS__URL", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.nats.url, "nats://nats:4222");
+        assert_eq!(s.nats.servers(), vec!["nats://nats:4222"]);
+        assert_eq!(s.delivery.mode, DeliveryMode::Core);
+        assert_eq!(s.learning.seed, 7);
+        assert_eq!(s.learning.alpha, 0.05);
+        assert_eq!(s.state.confidence_edges, vec![0.25, 0.5, 0.75]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |pairs: &[(&str, &str)]| {
+            Settings::load_from(None, env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("RL_V2__LEARNING__ALPHA", "2")]).contains("`learning.alpha`"));
+        assert!(err(&[("RL_V2__SIZING__MAX_LEVERAGE", "3")]).contains("`sizing.max_leverage`"));
+        assert!(
+            err(&[("RL_V2__STATE__WINRATE_EDGES", "0.5,0.4")]).contains("`state.winrate_edges`")
+        );
+        assert!(err(&[("RL_V2__DELIVERY__MODE", "carrier_pigeon")]).contains("delivery.mode"));
+        assert!(err(&[("RL_V2__LEARNING__SEED", "many")]).contains("learning.seed"));
+        assert!(err(&[("RL_V2__CHECKPOINT__EVERY_UPDATES", "0")])
+            .contains("`checkpoint.every_updates`"));
+        assert!(err(&[("RL_V2__NATS__URLS", "x")]).contains("urls"));
+        assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
+        let two = Settings::load_from(
+            None,
+            env(&[("RL_V2__NATS__URL", "nats://a:4222, nats://b:4222")]),
+        )
+        .unwrap();
+        assert_eq!(two.nats.servers(), vec!["nats://a:4222", "nats://b:4222"]);
+    }
+
+    #[test]
+    fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rl.toml");
+        std::fs::write(
+            &path,
+            "[checkpoint]\nevery_updates = 5\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[("RL_V2__CHECKPOINT__EVERY_UPDATES", "9")]),
+        )
+        .unwrap();
+        assert_eq!(s.checkpoint.every_updates, 9);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert!(Settings::load_from(Some(&dir.path().join("missing.toml")), env(&[])).is_err());
+    }
+}

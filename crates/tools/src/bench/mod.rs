@@ -1,0 +1,591 @@
+//! `rl-v2 bench`: rl-v2 against a bare async-nats service, side by side in one run.
+//!
+//! Every scenario gets a fresh `nats-server` on a free port, a service started in this process,
+//! and the same load from [`load`]: first at saturation (a bounded window of outstanding
+//! decisions) for throughput, then at a fixed rate for latency. The figures that matter are the
+//! ratios rl-v2 ÷ baseline measured in the same run, since absolute times on a shared machine
+//! mean little. A checkpoint scenario measures latency at the fixed rate with a 100k-state table
+//! checkpointed every 100 updates against the same run without checkpoints, and a memory check
+//! compares peak RSS after 1,000,000 and 100,000 events.
+
+pub mod baseline;
+pub mod load;
+
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::nats_server::{self, NatsServer};
+use load::Pace;
+use rl_v2_core::engine::{Engine, EngineConfig};
+use rl_v2_service::checkpoint::CheckpointStore;
+use rl_v2_service::settings::{DeliveryMode, Settings};
+use rl_v2_service::{serve, ServeOptions};
+
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Events per saturation run.
+    pub events: u64,
+    /// Symbols the load cycles over.
+    pub symbols: u64,
+    /// Outstanding decisions allowed at saturation.
+    pub window: usize,
+    /// Events per second of the fixed-rate run.
+    pub rate: u64,
+    /// Seconds of the fixed-rate run.
+    pub seconds: f64,
+    /// Q-table states of the checkpoint scenario.
+    pub checkpoint_states: usize,
+    /// Events of the two memory runs (small, large).
+    pub memory_events: (u64, u64),
+    /// Symbols of the memory runs.
+    pub memory_symbols: u64,
+    /// The nats-server binary; `None`: found by [`crate::nats_server::locate`], provisioning
+    /// the pinned release into the system's temporary directory when none is installed.
+    pub nats_server: Option<PathBuf>,
+    /// Which parts to run.
+    pub parts: Vec<Part>,
+    /// Pairs of runs (baseline then rl-v2, or without then with checkpoints) per comparison;
+    /// figures are medians, ratios the median of the pairs' ratios.
+    pub repeat: usize,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Core NATS: baseline and rl-v2.
+    Core,
+    /// JetStream: baseline and rl-v2.
+    Jetstream,
+    /// Latency with and without checkpoints of a large table.
+    Checkpoint,
+    /// Peak memory after many events.
+    Memory,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            events: 60_000,
+            symbols: 1_000,
+            window: 256,
+            rate: 6_000,
+            seconds: 10.0,
+            checkpoint_states: 100_000,
+            memory_events: (100_000, 1_000_000),
+            memory_symbols: 10_000,
+            nats_server: None,
+            parts: vec![Part::Core, Part::Jetstream, Part::Checkpoint, Part::Memory],
+            repeat: 5,
+        }
+    }
+}
+
+/// Throughput and latency of one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Which service.
+    pub name: String,
+    /// Events per second at saturation.
+    pub events_per_sec: f64,
+    /// Decisions per second at saturation.
+    pub decisions_per_sec: f64,
+    /// Decisions lost at saturation.
+    pub lost_at_saturation: u64,
+    /// Median decision latency at the fixed rate, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Maximum, milliseconds.
+    pub max_ms: f64,
+    /// Decisions lost at the fixed rate.
+    pub lost_at_rate: u64,
+    /// Events per second actually sent at the fixed rate.
+    pub achieved_rate: f64,
+}
+
+/// rl-v2 against its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The baseline.
+    pub baseline: Measured,
+    /// rl-v2.
+    pub rl_v2: Measured,
+    /// rl-v2 ÷ baseline decisions per second.
+    pub throughput_ratio: f64,
+    /// rl-v2 ÷ baseline p99 latency.
+    pub p99_ratio: f64,
+}
+
+/// Latency at the fixed rate with and without checkpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointStall {
+    /// States in the meta table.
+    pub states: usize,
+    /// Without periodic checkpoints.
+    pub without: Measured,
+    /// With a checkpoint due every 100 updates.
+    pub with: Measured,
+    /// Checkpoints written during all the runs with checkpoints.
+    pub checkpoints_written: u64,
+    /// with ÷ without p99.
+    pub p99_ratio: f64,
+}
+
+/// Peak memory of two runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Symbols.
+    pub symbols: u64,
+    /// (events, peak RSS in KiB, states visited) of the small run.
+    pub small: (u64, u64, usize),
+    /// The same for the large run.
+    pub large: (u64, u64, usize),
+    /// large ÷ small peak RSS.
+    pub ratio: f64,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The machine: CPUs and kernel.
+    pub machine: String,
+    /// Core mode.
+    pub core: Option<Comparison>,
+    /// JetStream mode.
+    pub jetstream: Option<Comparison>,
+    /// Checkpoint stall.
+    pub checkpoint: Option<CheckpointStall>,
+    /// Memory.
+    pub memory: Option<Memory>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The kind of service under load.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    Baseline,
+    RlV2,
+}
+
+/// Settings of an in-process rl-v2 for `url`.
+fn rl_settings(url: &str, mode: DeliveryMode, dir: &Path, every_updates: u64) -> Settings {
+    let mut s = Settings::defaults();
+    s.nats.url = url.to_string();
+    s.delivery.mode = mode;
+    s.checkpoint.dir = dir.to_path_buf();
+    s.checkpoint.every_updates = every_updates;
+    s
+}
+
+async fn wait_for_service(url: &str) -> Result<(), String> {
+    let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ping = client.request("$SRV.PING.rl_v2", "".into());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("rl-v2 did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a service, runs the saturation and fixed-rate loads against it, stops it.
+async fn measure(
+    opts: &BenchOptions,
+    who: Subject,
+    mode: DeliveryMode,
+    name: &str,
+    data: Option<(&Path, u64)>,
+) -> Result<(Measured, u64), String> {
+    let bin = match &opts.nats_server {
+        Some(bin) => bin.clone(),
+        None => {
+            nats_server::locate(&std::env::temp_dir().join("rl-v2")).map_err(|e| e.to_string())?
+        }
+    };
+    let server =
+        NatsServer::launch(&bin, mode == DeliveryMode::Jetstream).map_err(|e| e.to_string())?;
+    let url = server.url();
+    let shutdown = CancellationToken::new();
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (dir, every) = data.unwrap_or((scratch.path(), 100));
+    let settings = rl_settings(&url, mode, dir, every);
+    let subjects = settings.subjects.clone();
+    let task = match who {
+        Subject::RlV2 => {
+            let token = shutdown.clone();
+            let task = tokio::spawn(async move {
+                serve(settings, ServeOptions::default(), token)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            wait_for_service(&url).await?;
+            task
+        }
+        Subject::Baseline => {
+            let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+            let inner = match mode {
+                DeliveryMode::Core => {
+                    baseline::core(client, subjects.clone(), shutdown.clone()).await?
+                }
+                DeliveryMode::Jetstream => {
+                    baseline::jetstream(
+                        client,
+                        subjects.clone(),
+                        "BENCH_BASELINE",
+                        shutdown.clone(),
+                    )
+                    .await?
+                }
+            };
+            tokio::spawn(async move { inner.await.map_err(|e| e.to_string()) })
+        }
+    };
+    let saturated = if data.is_some() {
+        None
+    } else {
+        Some(
+            load::run(
+                &url,
+                &subjects,
+                opts.symbols,
+                opts.events,
+                Pace::Saturate {
+                    window: opts.window,
+                },
+            )
+            .await?,
+        )
+    };
+    let rated_events = (opts.rate as f64 * opts.seconds) as u64;
+    let started = Instant::now();
+    let rated = load::run(
+        &url,
+        &subjects,
+        opts.symbols,
+        rated_events,
+        Pace::Rate { per_sec: opts.rate },
+    )
+    .await?;
+    let sending_secs = started.elapsed().as_secs_f64();
+    let checkpoints = match who {
+        Subject::RlV2 => checkpoints_written(&url).await,
+        Subject::Baseline => 0,
+    };
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    drop(server);
+    let s = saturated.unwrap_or_default();
+    Ok((
+        Measured {
+            name: name.to_string(),
+            events_per_sec: s.events_per_sec(),
+            decisions_per_sec: s.decisions_per_sec(),
+            lost_at_saturation: s.lost(),
+            p50_ms: ms(rated.quantile(0.5)),
+            p99_ms: ms(rated.quantile(0.99)),
+            max_ms: ms(rated.quantile(1.0)),
+            lost_at_rate: rated.lost(),
+            achieved_rate: rated.events as f64 / sending_secs.max(1e-9),
+        },
+        checkpoints,
+    ))
+}
+
+async fn checkpoints_written(url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(url).await else {
+        return 0;
+    };
+    let Ok(Ok(reply)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request("rl_v2.stats", "".into()),
+    )
+    .await
+    else {
+        return 0;
+    };
+    serde_json::from_slice::<serde_json::Value>(&reply.payload)
+        .ok()
+        .and_then(|v| v["service"]["checkpoints"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The median of `values` (0 when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Field-by-field medians of repeated measurements.
+fn median_of(runs: &[Measured]) -> Measured {
+    let m = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
+    Measured {
+        name: runs.first().map(|r| r.name.clone()).unwrap_or_default(),
+        events_per_sec: m(|r| r.events_per_sec),
+        decisions_per_sec: m(|r| r.decisions_per_sec),
+        lost_at_saturation: runs.iter().map(|r| r.lost_at_saturation).max().unwrap_or(0),
+        p50_ms: m(|r| r.p50_ms),
+        p99_ms: m(|r| r.p99_ms),
+        max_ms: m(|r| r.max_ms),
+        lost_at_rate: runs.iter().map(|r| r.lost_at_rate).max().unwrap_or(0),
+        achieved_rate: m(|r| r.achieved_rate),
+    }
+}
+
+async fn compare(
+    opts: &BenchOptions,
+    mode: DeliveryMode,
+    label: &str,
+) -> Result<Comparison, String> {
+    let (mut baselines, mut rl, mut throughput, mut p99) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.repeat.max(1) {
+        let (b, _) = measure(
+            opts,
+            Subject::Baseline,
+            mode,
+            &format!("bare async-nats ({label})"),
+            None,
+        )
+        .await?;
+        let (r, _) = measure(opts, Subject::RlV2, mode, &format!("rl-v2 ({label})"), None).await?;
+        throughput.push(r.decisions_per_sec / b.decisions_per_sec.max(1e-9));
+        p99.push(r.p99_ms / b.p99_ms.max(1e-9));
+        baselines.push(b);
+        rl.push(r);
+    }
+    Ok(Comparison {
+        baseline: median_of(&baselines),
+        rl_v2: median_of(&rl),
+        throughput_ratio: median(throughput),
+        p99_ratio: median(p99),
+    })
+}
+
+/// An engine whose meta table has `states` visited states, for the checkpoint scenario.
+pub fn engine_with_states(states: usize, config: &EngineConfig) -> Engine {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(states as u64);
+    let mut engine = Engine::new(config.clone());
+    let q = engine.state_mut().meta.q_mut();
+    for i in 0..states {
+        let row: Vec<f64> = (0..q.n_actions())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        // Finite by construction.
+        let _ = q.insert_row(format!("BENCH|state={i:07}"), row);
+    }
+    engine
+}
+
+async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String> {
+    let (mut without, mut with, mut ratios, mut written) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..opts.repeat.max(1) {
+        let mut pair = Vec::new();
+        for every in [1_000_000_000u64, 100] {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default());
+            CheckpointStore::new(dir.path())
+                .write(engine.state())
+                .map_err(|e| e.to_string())?;
+            let label = if every == 100 {
+                "with checkpoints"
+            } else {
+                "without checkpoints"
+            };
+            pair.push(
+                measure(
+                    opts,
+                    Subject::RlV2,
+                    DeliveryMode::Core,
+                    label,
+                    Some((dir.path(), every)),
+                )
+                .await?,
+            );
+        }
+        let (w, n) = pair.pop().ok_or("no run")?;
+        let (wo, _) = pair.pop().ok_or("no run")?;
+        ratios.push(w.p99_ms / wo.p99_ms.max(1e-9));
+        written += n;
+        with.push(w);
+        without.push(wo);
+    }
+    Ok(CheckpointStall {
+        states: opts.checkpoint_states,
+        without: median_of(&without),
+        with: median_of(&with),
+        checkpoints_written: written,
+        p99_ratio: median(ratios),
+    })
+}
+
+/// Feeds `events` load events over `symbols` through a fresh engine in this process and returns
+/// (peak RSS in KiB, states visited): the child side of the memory check.
+pub fn memory_run(events: u64, symbols: u64) -> (u64, usize) {
+    let subjects = Settings::defaults().subjects;
+    let mut engine = Engine::new(EngineConfig::default());
+    for n in 0..events {
+        let (subject, payload, _) = load::event(n, symbols, &subjects);
+        if let Some(kind) = subjects.kind_of(&subject) {
+            engine.ingest(n + 1, kind, &payload, n as f64, usize::MAX);
+        }
+    }
+    let states =
+        engine.state().meta.q().states_visited() + engine.state().sizing.q().states_visited();
+    (peak_rss_kib(), states)
+}
+
+/// VmHWM of this process, KiB (0 where /proc is not available).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn memory(opts: &BenchOptions) -> Result<Memory, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let run = |events: u64| -> Result<(u64, u64, usize), String> {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "bench",
+                "--memory-child",
+                &events.to_string(),
+                "--symbols-memory",
+                &opts.memory_symbols.to_string(),
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace();
+        let rss = parts
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("memory run said: {text}"))?;
+        let states = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((events, rss, states))
+    };
+    let small = run(opts.memory_events.0)?;
+    let large = run(opts.memory_events.1)?;
+    Ok(Memory {
+        symbols: opts.memory_symbols,
+        ratio: large.1 as f64 / small.1.max(1) as f64,
+        small,
+        large,
+    })
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1).map(|m| m.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} × {model}, Linux {}", kernel.trim())
+}
+
+/// Runs the chosen parts and returns the report; `progress` hears what is being measured.
+pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Report, String> {
+    let mut report = Report {
+        machine: machine(),
+        ..Report::default()
+    };
+    if opts.parts.contains(&Part::Core) {
+        progress("core mode: bare baseline, then rl-v2");
+        report.core = Some(compare(opts, DeliveryMode::Core, "core").await?);
+    }
+    if opts.parts.contains(&Part::Jetstream) {
+        progress("JetStream mode: bare baseline, then rl-v2");
+        report.jetstream = Some(compare(opts, DeliveryMode::Jetstream, "JetStream").await?);
+    }
+    if opts.parts.contains(&Part::Checkpoint) {
+        progress("checkpoints of a large table: without, then with");
+        report.checkpoint = Some(checkpoint_stall(opts).await?);
+    }
+    if opts.parts.contains(&Part::Memory) {
+        progress("memory: small run, then large run");
+        report.memory = Some(memory(opts)?);
+    }
+    Ok(report)
+}
+
+/// The report as Markdown tables, with the targets each ratio is held to.
+pub fn render(r: &Report, opts: &BenchOptions) -> String {
+    let mut out = format!(
+        "machine: {}\nload: {} events at saturation (window {}), {} events/s for {} s, over {} symbols; medians of {} pairs of runs\n\n",
+        r.machine, opts.events, opts.window, opts.rate, opts.seconds, opts.symbols, opts.repeat.max(1)
+    );
+    let row = |m: &Measured| {
+        format!(
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
+            m.name,
+            m.events_per_sec,
+            m.decisions_per_sec,
+            m.lost_at_saturation,
+            m.achieved_rate,
+            m.p50_ms,
+            m.p99_ms,
+            m.max_ms,
+            m.lost_at_rate
+        )
+    };
+    let header = "| service | events/s (sat.) | decisions/s (sat.) | lost (sat.) | events/s (rate) | p50 ms | p99 ms | max ms | lost (rate) |\n|---|---|---|---|---|---|---|---|---|\n";
+    let mut table = header.to_string();
+    for c in [&r.core, &r.jetstream].into_iter().flatten() {
+        table.push_str(&row(&c.baseline));
+        table.push_str(&row(&c.rl_v2));
+    }
+    if let Some(c) = &r.checkpoint {
+        table.push_str(&row(&c.without));
+        table.push_str(&row(&c.with));
+    }
+    out.push_str(&table);
+    out.push('\n');
+    if let Some(c) = &r.core {
+        out.push_str(&format!(
+            "core: throughput rl-v2/baseline {:.2} (target >= 0.9), p99 rl-v2/baseline {:.2} (target <= 1.2)\n",
+            c.throughput_ratio, c.p99_ratio
+        ));
+    }
+    if let Some(c) = &r.jetstream {
+        out.push_str(&format!(
+            "JetStream: throughput rl-v2/baseline {:.2} (target >= 0.8), p99 rl-v2/baseline {:.2}\n",
+            c.throughput_ratio, c.p99_ratio
+        ));
+    }
+    if let Some(c) = &r.checkpoint {
+        out.push_str(&format!(
+            "checkpoints of a {}-state table: p99 with/without {:.2} (target <= 2), {} checkpoints written\n",
+            c.states, c.p99_ratio, c.checkpoints_written
+        ));
+    }
+    if let Some(m) = &r.memory {
+        out.push_str(&format!(
+            "memory over {} symbols: peak RSS {} KiB after {} events ({} states), {} KiB after {} events ({} states): ratio {:.2}\n",
+            m.symbols, m.small.1, m.small.0, m.small.2, m.large.1, m.large.0, m.large.2, m.ratio
+        ));
+    }
+    out
+}
