@@ -7,7 +7,8 @@
 //!   episodes, agents);
 //! * [`event`] and [`decision`]: what comes in and what goes out;
 //! * [`engine`]: a deterministic state machine that applies events and holds all learned state;
-//! * [`checkpoint`]: durable, atomic snapshots of the engine;
+//! * [`checkpoint`]: durable, atomic snapshots of the engine, and [`python_format`], the
+//!   Python version's Q-table files;
 //! * the shells around the engine (the NATS service, the command line).
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod engine;
 pub mod event;
 pub mod inspect;
+pub mod python_format;
 pub mod replay;
 pub mod service;
 pub mod settings;
