@@ -22,7 +22,8 @@ use crate::domain::market::{
     detect_regime, market_pressure, volatility, EquityCurve, PnlWindow, Regime, WinRateTracker,
     DEFAULT_VOLATILITY,
 };
-use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters};
+use crate::domain::python_compat;
+use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, Semantics};
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
 use crate::event::{decode, Close, DecodeError, Event, EventBody, EventKind, Prediction, Trade};
@@ -96,6 +97,22 @@ impl EngineConfig {
         Ok(())
     }
 
+    /// Whether states, rewards and learning follow the Python version (the `python_compat`
+    /// discretizer) rather than the design's rules.
+    pub fn python_compat(&self) -> bool {
+        matches!(self.discretizer, Discretizer::PythonCompat)
+    }
+
+    /// The update semantics that go with the discretizer: the Python version's with
+    /// `python_compat`, so that an imported table keeps the meaning it had there.
+    pub fn semantics(&self) -> Semantics {
+        if self.python_compat() {
+            Semantics::Python
+        } else {
+            Semantics::Design
+        }
+    }
+
     fn sizing_actions(&self) -> ActionSet {
         ActionSet::from_indices(SizingAction::allowed_up_to(self.max_leverage))
             .unwrap_or_else(|| ActionSet::all(1))
@@ -167,7 +184,14 @@ pub struct MarketView {
 }
 
 impl MarketContext {
-    fn view(&self) -> MarketView {
+    fn view(&self, python_compat: bool) -> MarketView {
+        if python_compat {
+            return MarketView {
+                regime: python_compat::detect_regime(&self.prices),
+                volatility: python_compat::volatility(&self.prices),
+                pressure: python_compat::market_pressure(&self.prices),
+            };
+        }
         MarketView {
             regime: detect_regime(&self.prices),
             volatility: volatility(&self.prices),
@@ -311,7 +335,7 @@ impl Engine {
             config.learning,
             config.sizing_actions(),
         );
-        let state = EngineState {
+        let mut state = EngineState {
             format_version: FORMAT_VERSION,
             last_applied_seq: 0,
             meta,
@@ -324,6 +348,9 @@ impl Engine {
             equity: EquityCurve::new(config.initial_balance),
             counters: Counters::default(),
         };
+        for agent in [&mut state.meta, &mut state.sizing] {
+            agent.q_mut().set_semantics(config.semantics());
+        }
         Self { config, state }
     }
 
@@ -357,6 +384,9 @@ impl Engine {
         state
             .sizing
             .configure(config.learning, config.sizing_actions());
+        for agent in [&mut state.meta, &mut state.sizing] {
+            agent.q_mut().set_semantics(config.semantics());
+        }
         Ok(Self { config, state })
     }
 
@@ -483,7 +513,7 @@ impl Engine {
         self.state
             .market
             .get(symbol)
-            .map_or(MarketView::EMPTY, |m| m.view())
+            .map_or(MarketView::EMPTY, |m| m.view(self.config.python_compat()))
     }
 
     fn meta_state(&self, market: MarketView, confidence: f64) -> MetaState {
@@ -503,7 +533,12 @@ impl Engine {
             portfolio_exposure: exposure,
             recent_winrate: self.state.winrate.win_rate(),
             volatility: vol,
-            equity_curve_slope: self.state.equity.slope(),
+            equity_curve_slope: if self.config.python_compat() {
+                let points: Vec<f64> = self.state.equity.points().collect();
+                python_compat::equity_slope(&points)
+            } else {
+                self.state.equity.slope()
+            },
         }
     }
 
@@ -565,7 +600,13 @@ impl Engine {
 
     fn on_trade(&mut self, seq: u64, event: &Event, t: &Trade) -> Decision {
         let vol = self.market_view(&event.symbol).volatility;
-        let exposure = t.state_exposure();
+        let python = self.config.python_compat();
+        // The Python version's state reads `portfolio_exposure` only.
+        let exposure = if python {
+            t.portfolio_exposure.unwrap_or(0.0)
+        } else {
+            t.state_exposure()
+        };
         let key =
             self.config
                 .discretizer
@@ -588,7 +629,11 @@ impl Engine {
             leverage: SizingAction::from_index(selection.action).map_or(0, |a| a.leverage),
             confidence: t.confidence,
             state_exposure: exposure,
-            reward_exposure: t.reward_exposure(),
+            reward_exposure: if python {
+                python_compat::risk_exposure(t.position_size_usd, t.account_balance)
+            } else {
+                t.reward_exposure()
+            },
             time: event.time,
         };
         let window = self.config.reward_window_secs;
@@ -653,15 +698,29 @@ impl Engine {
             return;
         }
         if let Some(m) = meta {
-            let outcome = MetaOutcome {
-                pnl_pct: c.pnl_pct,
-                max_drawdown_pct: c.max_drawdown_pct,
-                sharpe: sharpe_signal(self.state.pnl_window.values()),
-                regime_at_decision: m.regime,
-                regime_at_close: market.regime,
-                confidence: m.confidence,
+            let reward = if self.config.python_compat() {
+                let window: Vec<f64> = self.state.pnl_window.values().collect();
+                python_compat::meta_reward(
+                    &self.config.rewards,
+                    &python_compat::MetaOutcome {
+                        pnl_pct: c.pnl_pct,
+                        drawdown_pct: c.max_drawdown_pct,
+                        pnl_window: &window,
+                        regime_at_close: Some(market.regime),
+                        regime_at_decision: Some(m.regime),
+                        confidence: m.confidence,
+                    },
+                )
+            } else {
+                self.config.rewards.meta_reward(&MetaOutcome {
+                    pnl_pct: c.pnl_pct,
+                    max_drawdown_pct: c.max_drawdown_pct,
+                    sharpe: sharpe_signal(self.state.pnl_window.values()),
+                    regime_at_decision: m.regime,
+                    regime_at_close: market.regime,
+                    confidence: m.confidence,
+                })
             };
-            let reward = self.config.rewards.meta_reward(&outcome);
             let next = self
                 .config
                 .discretizer
@@ -670,13 +729,22 @@ impl Engine {
             self.count_update(&m.decision_id, result.is_ok());
         }
         if let Some(z) = sizing {
-            let outcome = SizingOutcome {
-                pnl_pct: c.pnl_pct,
-                leverage: f64::from(z.leverage),
-                exposure: z.reward_exposure,
-                volatility: market.volatility,
+            let reward = if self.config.python_compat() {
+                python_compat::sizing_reward(
+                    &self.config.rewards,
+                    c.pnl_pct,
+                    f64::from(z.leverage),
+                    z.reward_exposure,
+                    market.volatility,
+                )
+            } else {
+                self.config.rewards.sizing_reward(&SizingOutcome {
+                    pnl_pct: c.pnl_pct,
+                    leverage: f64::from(z.leverage),
+                    exposure: z.reward_exposure,
+                    volatility: market.volatility,
+                })
             };
-            let reward = self.config.rewards.sizing_reward(&outcome);
             let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
             let next = self.config.discretizer.sizing_key(&self.sizing_state(
                 z.confidence,

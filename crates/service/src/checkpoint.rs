@@ -5,19 +5,19 @@
 //! * `checkpoint.json`: the [`EngineState`], compact JSON with ordered maps, so the same state
 //!   always gives the same bytes;
 //! * `meta_strategy_q_table.json` and `position_sizing_q_table.json`:
-//!   `{"q_table": {state_key: {action_key: q}}, "epsilon": e, "update_count": n}`.
+//!   `{"q_table": {state_key: {action_key: q}}, "epsilon": e, "update_count": n}`, spelled as
+//!   the Python version spells them (see [`crate::python_format`]).
 //!
 //! Every file is written to a temporary file in the same directory, synced, renamed over the
 //! old one, and the directory is synced, so a crash leaves either the old or the new file.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rl_v2_core::domain::agent::{Agent, AgentKind};
+use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState, StateError};
+pub use crate::python_format::PythonTable;
 
 /// File name of the engine checkpoint.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -65,66 +65,6 @@ fn corrupt(path: &Path, reason: impl ToString) -> CheckpointError {
 pub fn encode(state: &EngineState) -> Vec<u8> {
     // Serializing plain data with string keys cannot fail.
     serde_json::to_vec(state).unwrap_or_default()
-}
-
-/// A Q-table in the Python version's format.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PythonTable {
-    /// state key → action key → Q-value.
-    pub q_table: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Exploration rate.
-    pub epsilon: f64,
-    /// Updates applied.
-    pub update_count: u64,
-}
-
-impl PythonTable {
-    /// The table of `agent`, every action of every visited state.
-    pub fn of(agent: &Agent) -> Self {
-        let kind = agent.kind();
-        let q_table = agent
-            .q()
-            .table()
-            .iter()
-            .map(|(state, row)| {
-                let actions = row
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, q)| kind.action_key(i).map(|k| (k, *q)))
-                    .collect();
-                (state.clone(), actions)
-            })
-            .collect();
-        Self {
-            q_table,
-            epsilon: agent.q().epsilon(),
-            update_count: agent.q().update_count(),
-        }
-    }
-
-    /// Loads this table into `agent`, replacing rows of the same states. Action keys are the
-    /// readable keys or plain indices.
-    pub fn load_into(&self, agent: &mut Agent) -> Result<usize, String> {
-        let kind = agent.kind();
-        for (state, actions) in &self.q_table {
-            let mut row = vec![0.0; kind.action_space_size()];
-            for (key, q) in actions {
-                let index = kind
-                    .parse_action_key(key)
-                    .or_else(|| key.parse::<usize>().ok().filter(|i| *i < row.len()))
-                    .ok_or_else(|| format!("unknown {} action `{key}`", kind.as_str()))?;
-                row[index] = *q;
-            }
-            agent
-                .q_mut()
-                .insert_row(state.clone(), row)
-                .map_err(|e| format!("state `{state}`: {e}"))?;
-        }
-        agent
-            .q_mut()
-            .restore_schedule(self.epsilon, self.update_count);
-        Ok(self.q_table.len())
-    }
 }
 
 /// Where checkpoints live, and how to write and read them.

@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod jetstream;
 pub mod metrics;
 pub mod prometheus;
+pub mod python_format;
 pub mod replay;
 mod serve;
 pub mod settings;

@@ -5,6 +5,7 @@ pub mod actions;
 pub mod agent;
 pub mod episode;
 pub mod market;
+pub mod python_compat;
 pub mod qlearning;
 pub mod reward;
 pub mod state;

@@ -72,6 +72,28 @@ impl Hyperparameters {
     }
 }
 
+/// The two readings of the update rule that decide whether a table imported from the Python
+/// version keeps its meaning.
+///
+/// * [`Semantics::Design`]: the next-state value is the max over every allowed action, an untried
+///   one counting 0; ε becomes `max(ε·decay, floor)`, so it settles exactly on the floor; greedy
+///   ties are broken by [`f64::total_cmp`] (`-0.0` below `0.0`), then the lowest index.
+/// * [`Semantics::Python`]: as the Python version computes it. The next-state value is the max
+///   over the actions *stored* for that state (the ones updated there, or read from an imported
+///   table), so it is negative when every tried action is; 0 for a state with no row. ε is
+///   multiplied by the decay while it is above the floor, so it ends just below it
+///   (0.009994334856146604 for 0.1, 0.999, 0.01). Greedy compares with `>`, so `-0.0` and `0.0`
+///   tie and the lower index keeps the choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semantics {
+    /// rl-v2's own rules.
+    #[default]
+    Design,
+    /// The Python version's rules.
+    Python,
+}
+
 /// The actions an agent may choose from: a non-empty, ascending list of indices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionSet(Vec<usize>);
@@ -160,6 +182,14 @@ pub struct QLearning<S: Ord + Clone> {
     /// Updates applied per state.
     #[serde(default)]
     visits: imbl::OrdMap<S, u64>,
+    /// The actions stored per state, in the order they were first stored (by an update or an
+    /// import): the row the Python version would hold. States absent here (checkpoints written
+    /// before it was kept) count every action as stored.
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    stored: imbl::OrdMap<S, Vec<u32>>,
+    /// Not stored in checkpoints: it follows the discretizer, set after loading.
+    #[serde(skip)]
+    semantics: Semantics,
 }
 
 impl<S: Ord + Clone> QLearning<S> {
@@ -172,7 +202,28 @@ impl<S: Ord + Clone> QLearning<S> {
             update_count: 0,
             table: Table::new(),
             visits: imbl::OrdMap::new(),
+            stored: imbl::OrdMap::new(),
+            semantics: Semantics::Design,
         }
+    }
+
+    /// Chooses how updates read the next state and decay ε (after loading a checkpoint, which
+    /// does not store it).
+    pub fn set_semantics(&mut self, semantics: Semantics) {
+        self.semantics = semantics;
+    }
+
+    /// The update semantics in use.
+    pub fn semantics(&self) -> Semantics {
+        self.semantics
+    }
+
+    /// The actions stored for `state`, in the order they were first stored; `None` when the
+    /// state has no row, or a row from a checkpoint that did not record them (then every action
+    /// counts as stored).
+    pub fn stored_actions(&self, state: &S) -> Option<&[u32]> {
+        self.table.get(state)?;
+        self.stored.get(state).map(Vec::as_slice)
     }
 
     /// Replaces the hyperparameters (after loading a checkpoint, which stores only state).
@@ -238,8 +289,12 @@ impl<S: Ord + Clone> QLearning<S> {
         let Some(row) = self.table.get(state) else {
             return first;
         };
+        let better = |a: f64, b: f64| match self.semantics {
+            Semantics::Design => a.total_cmp(&b).is_gt(),
+            Semantics::Python => a > b,
+        };
         allowed.indices().iter().copied().fold(first, |best, a| {
-            if row[a].total_cmp(&row[best]).is_gt() {
+            if better(row[a], row[best]) {
                 a
             } else {
                 best
@@ -247,9 +302,27 @@ impl<S: Ord + Clone> QLearning<S> {
         })
     }
 
-    /// max over allowed a of Q(s, a); 0 for an unseen state.
+    /// The value of the next state in the TD target: under [`Semantics::Design`] the max over
+    /// allowed a of Q(s, a), untried actions counting 0; under [`Semantics::Python`] the max over
+    /// the allowed actions stored for the state (the first stored wins ties), 0 when none is.
+    /// 0 for a state with no row.
     pub fn max_q(&self, state: &S, allowed: &ActionSet) -> f64 {
-        self.q(state, self.greedy(state, allowed))
+        match (
+            self.semantics,
+            self.table.get(state),
+            self.stored.get(state),
+        ) {
+            (Semantics::Python, Some(row), Some(stored)) => stored
+                .iter()
+                .map(|&a| a as usize)
+                .filter(|a| allowed.indices().binary_search(a).is_ok())
+                .fold(None, |best: Option<f64>, a| match best {
+                    Some(b) if row[a] <= b => Some(b),
+                    _ => Some(row[a]),
+                })
+                .unwrap_or(0.0),
+            _ => self.q(state, self.greedy(state, allowed)),
+        }
     }
 
     /// ε-greedy choice: with probability ε a uniformly random allowed action, else the greedy
@@ -302,12 +375,29 @@ impl<S: Ord + Clone> QLearning<S> {
             return Err(UpdateError::NonFinite { reward, new_q });
         }
         let n = self.n_actions;
+        let fresh = !self.table.contains_key(state);
         self.table
             .entry(state.clone())
             .or_insert_with(|| vec![0.0; n])[action] = new_q;
+        if fresh || self.stored.contains_key(state) {
+            let stored = self.stored.entry(state.clone()).or_default();
+            let action = action as u32;
+            if !stored.contains(&action) {
+                stored.push(action);
+            }
+        }
         self.update_count += 1;
         *self.visits.entry(state.clone()).or_insert(0) += 1;
-        self.epsilon = (self.epsilon * self.params.epsilon_decay).max(self.params.epsilon_min);
+        let Hyperparameters {
+            epsilon_decay,
+            epsilon_min,
+            ..
+        } = self.params;
+        self.epsilon = match self.semantics {
+            Semantics::Design => (self.epsilon * epsilon_decay).max(epsilon_min),
+            Semantics::Python if self.epsilon > epsilon_min => self.epsilon * epsilon_decay,
+            Semantics::Python => self.epsilon,
+        };
         Ok(new_q)
     }
 
@@ -321,7 +411,38 @@ impl<S: Ord + Clone> QLearning<S> {
         }
         let mut full = row;
         full.resize(self.n_actions, 0.0);
+        self.stored.remove(&state);
         self.table.insert(state, full);
+        Ok(())
+    }
+
+    /// Sets a row from `(action, Q)` pairs in the order they were stored, as when importing a
+    /// Python-format table: the other actions hold 0 and count as untried. A repeated action
+    /// keeps its first position and its last value. Out-of-range actions and non-finite values
+    /// are refused.
+    pub fn insert_stored(&mut self, state: S, entries: &[(usize, f64)]) -> Result<(), UpdateError> {
+        let mut row = vec![0.0; self.n_actions];
+        let mut order: Vec<u32> = Vec::with_capacity(entries.len());
+        for &(action, q) in entries {
+            if action >= self.n_actions {
+                return Err(UpdateError::ActionOutOfRange {
+                    action,
+                    n_actions: self.n_actions,
+                });
+            }
+            if !q.is_finite() {
+                return Err(UpdateError::NonFinite {
+                    reward: 0.0,
+                    new_q: q,
+                });
+            }
+            row[action] = q;
+            if !order.contains(&(action as u32)) {
+                order.push(action as u32);
+            }
+        }
+        self.stored.insert(state.clone(), order);
+        self.table.insert(state, row);
         Ok(())
     }
 
@@ -410,6 +531,90 @@ mod tests {
             q.update(&"a", 0, 0.0, None, &all).unwrap();
         }
         assert_eq!(q.epsilon(), 0.01);
+    }
+
+    fn python_learner() -> QLearning<&'static str> {
+        let mut q = learner();
+        q.set_semantics(Semantics::Python);
+        q
+    }
+
+    #[test]
+    fn python_epsilon_is_multiplied_while_above_its_floor() {
+        let mut q = python_learner();
+        let all = ActionSet::all(3);
+        for _ in 0..2302 {
+            q.update(&"a", 0, 0.0, None, &all).unwrap();
+        }
+        // The Python version's value after 2302 updates; it then stays below the floor.
+        assert_eq!(q.epsilon(), 0.009994334856146604);
+        for _ in 0..100 {
+            q.update(&"a", 0, 0.0, None, &all).unwrap();
+        }
+        assert_eq!(q.epsilon(), 0.009994334856146604);
+        let mut design = learner();
+        for _ in 0..2302 {
+            design.update(&"a", 0, 0.0, None, &all).unwrap();
+        }
+        assert_eq!(design.epsilon(), 0.01);
+    }
+
+    #[test]
+    fn python_next_state_value_is_the_max_over_stored_actions() {
+        let all = ActionSet::all(3);
+        for (semantics, expected_future) in [(Semantics::Design, 0.0), (Semantics::Python, -1.0)] {
+            let mut q = learner();
+            q.set_semantics(semantics);
+            q.insert_stored("next", &[(2, -1.0), (1, -3.0)]).unwrap();
+            let new_q = q.update(&"s", 0, 1.0, Some(&"next"), &all).unwrap();
+            assert!(
+                (new_q - 0.01 * (1.0 + 0.99 * expected_future)).abs() < 1e-15,
+                "{semantics:?}: {new_q}"
+            );
+            // A state with no row is worth 0 under both.
+            assert_eq!(q.max_q(&"unknown", &all), 0.0);
+        }
+        // The max runs over the allowed stored actions only; none allowed counts 0.
+        let mut q = python_learner();
+        q.insert_stored("next", &[(2, -1.0), (1, -3.0)]).unwrap();
+        let only_1 = ActionSet::from_indices(vec![0, 1]).unwrap();
+        assert_eq!(q.max_q(&"next", &only_1), -3.0);
+        let only_0 = ActionSet::from_indices(vec![0]).unwrap();
+        assert_eq!(q.max_q(&"next", &only_0), 0.0);
+    }
+
+    #[test]
+    fn stored_actions_keep_first_store_order() {
+        let mut q = python_learner();
+        let all = ActionSet::all(3);
+        q.update(&"s", 2, 1.0, None, &all).unwrap();
+        q.update(&"s", 0, 1.0, None, &all).unwrap();
+        q.update(&"s", 2, 1.0, None, &all).unwrap();
+        assert_eq!(q.stored_actions(&"s"), Some(&[2u32, 0][..]));
+        assert_eq!(q.stored_actions(&"t"), None);
+        // A row set whole (a bench table, an old checkpoint) counts every action as stored.
+        q.insert_row("t", vec![1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(q.stored_actions(&"t"), None);
+        q.update(&"t", 1, 1.0, None, &all).unwrap();
+        assert_eq!(q.stored_actions(&"t"), None);
+        assert!(q.insert_stored("u", &[(3, 1.0)]).is_err());
+        assert!(q.insert_stored("u", &[(1, f64::NAN)]).is_err());
+        // A repeated action keeps its first place and its last value.
+        q.insert_stored("u", &[(1, 1.0), (0, 2.0), (1, 3.0)])
+            .unwrap();
+        assert_eq!(q.stored_actions(&"u"), Some(&[1u32, 0][..]));
+        assert_eq!(q.q(&"u", 1), 3.0);
+    }
+
+    #[test]
+    fn python_greedy_ties_negative_zero_with_zero() {
+        let all = ActionSet::all(3);
+        let mut q = python_learner();
+        q.insert_stored("t", &[(0, -0.0)]).unwrap();
+        // -0.0 > 0.0 and 0.0 > -0.0 are both false in Python: index 0 keeps the choice.
+        assert_eq!(q.greedy(&"t", &all), 0);
+        q.set_semantics(Semantics::Design);
+        assert_eq!(q.greedy(&"t", &all), 1);
     }
 
     #[test]

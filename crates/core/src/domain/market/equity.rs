@@ -49,6 +49,11 @@ impl EquityCurve {
         self.equity
     }
 
+    /// The points of the window, oldest first.
+    pub fn points(&self) -> impl Iterator<Item = f64> + '_ {
+        self.points.iter().copied()
+    }
+
     /// Least-squares slope of equity against the point index, divided by mean equity; 0 with
     /// fewer than five points or a non-positive mean.
     pub fn slope(&self) -> f64 {
