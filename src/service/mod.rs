@@ -503,6 +503,7 @@ impl EventLoop {
     /// Hands the writer a snapshot and answers when it is written, without waiting for it:
     /// concurrent requests share one write.
     async fn answer_checkpoint(&self, request: async_nats::service::Request) {
+        self.metrics.checkpoint_requested();
         let done = self.checkpointer.request(self.engine.state());
         tokio::spawn(async move {
             let reply = match done.await {
