@@ -361,8 +361,20 @@ impl Engine {
                 found: state.format_version,
             });
         }
-        for agent in [&state.meta, &state.sizing] {
+        if state.last_applied_seq == u64::MAX {
+            return Err(StateError::Inconsistent(format!(
+                "last_applied_seq = {} leaves no sequence number for the next event",
+                state.last_applied_seq
+            )));
+        }
+        for (field, agent) in [("meta", &state.meta), ("sizing", &state.sizing)] {
             let q = agent.q();
+            let epsilon = q.epsilon();
+            if !(0.0..=1.0).contains(&epsilon) {
+                return Err(StateError::Inconsistent(format!(
+                    "{field}.q.epsilon = {epsilon} is outside [0, 1]"
+                )));
+            }
             if q.n_actions() != agent.kind().action_space_size() {
                 return Err(StateError::Inconsistent(format!(
                     "{} table has {} actions, expected {}",
@@ -373,7 +385,7 @@ impl Engine {
             }
             if q.table().values().any(|row| row.len() != q.n_actions()) || !q.all_finite() {
                 return Err(StateError::Inconsistent(format!(
-                    "{} table has a malformed row or a non-finite value",
+                    "{field}.q.table ({}) has a malformed row or a non-finite value",
                     agent.kind().as_str()
                 )));
             }

@@ -319,7 +319,7 @@ fn same_events_give_identical_decisions_and_checkpoints() {
     let mut a = Engine::new(EngineConfig::default());
     let mut b = Engine::new(EngineConfig::default());
     assert_eq!(run(&mut a, &events, 1), run(&mut b, &events, 1));
-    assert_eq!(encode(a.state()), encode(b.state()));
+    assert_eq!(encode(a.state()).unwrap(), encode(b.state()).unwrap());
     assert!(a.updates() > 300, "the stream trains: {}", a.updates());
 }
 
@@ -332,13 +332,16 @@ fn checkpoint_load_continue_equals_never_stopping() {
 
     let mut first = Engine::new(config.clone());
     let mut resumed_decisions = run(&mut first, &events[..777], 1);
-    let bytes = encode(first.state());
+    let bytes = encode(first.state()).unwrap();
     let state: EngineState = serde_json::from_slice(&bytes).unwrap();
     let mut resumed = Engine::from_state(config, state).unwrap();
     resumed_decisions.extend(run(&mut resumed, &events[777..], 778));
 
     assert_eq!(all, resumed_decisions);
-    assert_eq!(encode(straight.state()), encode(resumed.state()));
+    assert_eq!(
+        encode(straight.state()).unwrap(),
+        encode(resumed.state()).unwrap()
+    );
 }
 
 #[test]
@@ -346,9 +349,9 @@ fn replayed_sequence_numbers_change_nothing() {
     let events = event_stream(3, 300);
     let mut engine = Engine::new(EngineConfig::default());
     run(&mut engine, &events, 1);
-    let before = encode(engine.state());
+    let before = encode(engine.state()).unwrap();
     assert!(run(&mut engine, &events[100..200], 101).is_empty());
-    assert_eq!(encode(engine.state()), before);
+    assert_eq!(encode(engine.state()).unwrap(), before);
 }
 
 /// The reason code each rejected fixture must carry, by its note.
@@ -496,7 +499,7 @@ proptest! {
         }
         prop_assert!(engine.state().meta.q().all_finite());
         prop_assert!(engine.state().sizing.q().all_finite());
-        let bytes = encode(engine.state());
+        let bytes = encode(engine.state()).unwrap();
         prop_assert!(serde_json::from_slice::<EngineState>(&bytes).is_ok());
     }
 

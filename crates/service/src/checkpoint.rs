@@ -10,6 +10,15 @@
 //!
 //! Every file is written to a temporary file in the same directory, synced, renamed over the
 //! old one, and the directory is synced, so a crash leaves either the old or the new file.
+//!
+//! Order and markers keep a crash at any step from counting an update twice:
+//! * every file is encoded before the first one is touched, so a serialisation failure never
+//!   replaces a good file;
+//! * `checkpoint.json` is replaced first and the tables after it, so Python-format tables the
+//!   Python version left behind stay in place until a checkpoint exists;
+//! * the tables rl-v2 writes carry `"written_by": "rl-v2"` (a key the Python loader, which reads
+//!   `q_table`, `epsilon` and `update_count`, ignores), and start-up imports only tables without
+//!   it: rl-v2's own copies are outputs, never inputs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -45,6 +54,14 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// The state could not be serialised; nothing was written.
+    #[error("cannot encode {file}: {reason}; nothing was written")]
+    Encode {
+        /// The file it was meant for.
+        file: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -62,9 +79,34 @@ fn corrupt(path: &Path, reason: impl ToString) -> CheckpointError {
 }
 
 /// The bytes of a checkpoint of `state`.
-pub fn encode(state: &EngineState) -> Vec<u8> {
-    // Serializing plain data with string keys cannot fail.
-    serde_json::to_vec(state).unwrap_or_default()
+pub fn encode(state: &EngineState) -> Result<Vec<u8>, CheckpointError> {
+    encode_json(CHECKPOINT_FILE, state)
+}
+
+/// `value` as compact JSON for `file`, or a typed error: never empty bytes that would replace a
+/// good file.
+fn encode_json<T: Serialize + ?Sized>(
+    file: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, CheckpointError> {
+    serde_json::to_vec(value).map_err(|e| CheckpointError::Encode {
+        file,
+        reason: e.to_string(),
+    })
+}
+
+/// Key that marks a Python-format table as written by rl-v2.
+pub const WRITTEN_BY_KEY: &str = "written_by";
+/// Value of [`WRITTEN_BY_KEY`] in the tables rl-v2 writes.
+pub const WRITTEN_BY_RL_V2: &str = "rl-v2";
+
+/// A Python-format table as rl-v2 writes it: the table plus the marker that keeps start-up from
+/// importing it.
+#[derive(Serialize)]
+struct MarkedTable<'a> {
+    #[serde(flatten)]
+    table: &'a PythonTable,
+    written_by: &'static str,
 }
 
 /// Where checkpoints live, and how to write and read them.
@@ -92,18 +134,64 @@ impl CheckpointStore {
     /// Writes the checkpoint and both Python-format tables, each atomically. Blocking: run it
     /// off the event loop.
     pub fn write(&self, state: &EngineState) -> Result<PathBuf, CheckpointError> {
-        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let tables = [
-            (META_TABLE_FILE, PythonTable::of(&state.meta)),
-            (SIZING_TABLE_FILE, PythonTable::of(&state.sizing)),
+        self.write_with(state, &mut |_| Ok(()))
+    }
+
+    /// As [`Self::write`], calling `after_step` after each of its [`WRITE_STEPS`] steps; an error
+    /// from it stops the write there, as a failure of that step would. Every file is encoded
+    /// before the first is touched; `checkpoint.json` is replaced first, then the tables.
+    pub fn write_with(
+        &self,
+        state: &EngineState,
+        after_step: &mut dyn FnMut(Step) -> std::io::Result<()>,
+    ) -> Result<PathBuf, CheckpointError> {
+        let files: [(&'static str, Vec<u8>); FILES_PER_CHECKPOINT] = [
+            (CHECKPOINT_FILE, encode(state)?),
+            (
+                META_TABLE_FILE,
+                encode_json(
+                    META_TABLE_FILE,
+                    &MarkedTable {
+                        table: &PythonTable::of(&state.meta),
+                        written_by: WRITTEN_BY_RL_V2,
+                    },
+                )?,
+            ),
+            (
+                SIZING_TABLE_FILE,
+                encode_json(
+                    SIZING_TABLE_FILE,
+                    &MarkedTable {
+                        table: &PythonTable::of(&state.sizing),
+                        written_by: WRITTEN_BY_RL_V2,
+                    },
+                )?,
+            ),
         ];
-        for (name, table) in tables {
-            let bytes = serde_json::to_vec(&table).unwrap_or_default();
-            write_atomic(&self.dir.join(name), &bytes)?;
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let mut number = 0;
+        for (file, bytes) in &files {
+            write_atomic_with(&self.dir.join(file), bytes, &mut |kind| {
+                number += 1;
+                after_step(Step { number, kind, file })
+            })?;
         }
-        let path = self.checkpoint_path();
-        write_atomic(&path, &encode(state))?;
-        Ok(path)
+        Ok(self.checkpoint_path())
+    }
+
+    /// Removes the temporary files an interrupted write left behind; returns their paths. They
+    /// are never read, but a crash can leave one the size of a whole checkpoint.
+    pub fn remove_stale_temporaries(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let mut removed = Vec::new();
+        for file in [CHECKPOINT_FILE, META_TABLE_FILE, SIZING_TABLE_FILE] {
+            let tmp = temporary_path(&self.dir.join(file));
+            match fs::remove_file(&tmp) {
+                Ok(()) => removed.push(tmp),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&tmp)(e)),
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads the checkpoint: `Ok(None)` when there is none, an error when it exists but cannot
@@ -131,23 +219,67 @@ impl CheckpointStore {
         }
     }
 
-    /// Whether Python-format tables exist in the directory.
-    pub fn has_python_tables(&self) -> bool {
-        self.dir.join(META_TABLE_FILE).exists() || self.dir.join(SIZING_TABLE_FILE).exists()
+    /// The Python-format tables in the directory, split into those to import (written by the
+    /// Python version) and rl-v2's own copies (marked with [`WRITTEN_BY_KEY`]), which are never
+    /// imported.
+    pub fn python_tables(&self) -> Result<FoundTables, CheckpointError> {
+        let mut found = FoundTables::default();
+        for (file, slot) in [
+            (META_TABLE_FILE, &mut found.meta),
+            (SIZING_TABLE_FILE, &mut found.sizing),
+        ] {
+            let path = self.dir.join(file);
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            if written_by_rl_v2(&bytes) {
+                found.own.push(path);
+            } else {
+                *slot = Some(path);
+            }
+        }
+        Ok(found)
     }
 
-    /// Imports the Python-format tables found in the directory into a fresh engine.
+    /// Imports the Python-format tables the Python version wrote in the directory into a fresh
+    /// engine (rl-v2's own copies are skipped).
     pub fn import_python_tables(&self, config: &EngineConfig) -> Result<Engine, CheckpointError> {
-        import_python_tables(
-            config,
-            Some(self.dir.join(META_TABLE_FILE))
-                .filter(|p| p.exists())
-                .as_deref(),
-            Some(self.dir.join(SIZING_TABLE_FILE))
-                .filter(|p| p.exists())
-                .as_deref(),
-        )
+        let found = self.python_tables()?;
+        import_python_tables(config, found.meta.as_deref(), found.sizing.as_deref())
     }
+}
+
+/// Python-format tables found in a checkpoint directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FoundTables {
+    /// The meta-strategy table, when the Python version wrote it.
+    pub meta: Option<PathBuf>,
+    /// The position-sizing table, when the Python version wrote it.
+    pub sizing: Option<PathBuf>,
+    /// Tables rl-v2 wrote: outputs, never imported.
+    pub own: Vec<PathBuf>,
+}
+
+impl FoundTables {
+    /// Whether there is a table to import.
+    pub fn importable(&self) -> bool {
+        self.meta.is_some() || self.sizing.is_some()
+    }
+}
+
+/// Whether a table file carries rl-v2's marker. A file that is not a JSON object is left to
+/// the importer, which reports it as corrupt.
+fn written_by_rl_v2(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Marker {
+        written_by: Option<String>,
+    }
+    serde_json::from_slice::<Marker>(bytes)
+        .ok()
+        .and_then(|m| m.written_by)
+        .is_some_and(|w| w == WRITTEN_BY_RL_V2)
 }
 
 /// A fresh engine holding the Q-tables of the given Python-format files.
@@ -174,15 +306,61 @@ pub fn import_python_tables(
     Ok(engine)
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Files one checkpoint writes.
+pub const FILES_PER_CHECKPOINT: usize = 3;
+/// Steps of writing one file atomically (see [`StepKind`]).
+pub const STEPS_PER_FILE: u32 = 4;
+/// Steps of writing one checkpoint, as [`CheckpointStore::write_with`] numbers them.
+pub const WRITE_STEPS: u32 = FILES_PER_CHECKPOINT as u32 * STEPS_PER_FILE;
+
+/// A step of writing one file atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// The temporary file was created and written.
+    WriteTemporary,
+    /// The temporary file was synced.
+    SyncTemporary,
+    /// The temporary file was renamed over the file.
+    Rename,
+    /// The directory was synced.
+    SyncDirectory,
+}
+
+/// A step of a checkpoint write, numbered from 1 across its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<'a> {
+    /// 1 ..= [`WRITE_STEPS`].
+    pub number: u32,
+    /// What was done.
+    pub kind: StepKind,
+    /// The file it was done for.
+    pub file: &'a str,
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    {
+    dir.join(format!(".{file_name}.tmp"))
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomic_with(path, bytes, &mut |_| Ok(()))
+}
+
+/// As [`write_atomic`], calling `after_step` after each step. On an error before the rename the
+/// temporary file is removed (best effort).
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    after_step: &mut dyn FnMut(StepKind) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temporary_path(path);
+    let staged = (|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -190,12 +368,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         file.write_all(bytes).map_err(io_err(&tmp))?;
+        after_step(StepKind::WriteTemporary).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
+        after_step(StepKind::SyncTemporary).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if let Err(e) = staged {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+    after_step(StepKind::Rename).map_err(io_err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
+    after_step(StepKind::SyncDirectory).map_err(io_err(dir))?;
     Ok(())
 }
 
@@ -236,7 +422,10 @@ mod tests {
         store.write(engine.state()).unwrap();
         let loaded = store.load(engine.config()).unwrap().unwrap();
         assert_eq!(loaded.state(), engine.state());
-        assert_eq!(encode(loaded.state()), encode(engine.state()));
+        assert_eq!(
+            encode(loaded.state()).unwrap(),
+            encode(engine.state()).unwrap()
+        );
         assert!(!dir.path().join(".checkpoint.json.tmp").exists());
     }
 
@@ -263,7 +452,16 @@ mod tests {
             serde_json::from_slice(&fs::read(dir.path().join(META_TABLE_FILE)).unwrap()).unwrap();
         assert_eq!(raw["update_count"], 1);
         assert!(raw["q_table"].as_object().unwrap().len() == 1);
-        let imported = store.import_python_tables(engine.config()).unwrap();
+        assert_eq!(raw[WRITTEN_BY_KEY], WRITTEN_BY_RL_V2);
+        // Start-up never imports rl-v2's own tables; an explicit import does.
+        let found = store.python_tables().unwrap();
+        assert!(!found.importable(), "{found:?}");
+        let imported = import_python_tables(
+            engine.config(),
+            Some(&dir.path().join(META_TABLE_FILE)),
+            Some(&dir.path().join(SIZING_TABLE_FILE)),
+        )
+        .unwrap();
         // The Python format carries the table, epsilon and the update count (not per-state
         // visit counts).
         for (a, b) in [
@@ -287,5 +485,162 @@ mod tests {
         .unwrap();
         let err = import_python_tables(&EngineConfig::default(), Some(&path), None).unwrap_err();
         assert!(err.to_string().contains("buy_the_dip"), "{err}");
+    }
+
+    /// A table as the Python version writes it: no marker.
+    const PYTHON_META: &str = r#"{"q_table":{"s":{"0":1.5}},"epsilon":0.2,"update_count":7}"#;
+
+    #[test]
+    fn a_full_write_takes_every_step_once_checkpoint_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let mut steps = Vec::new();
+        store
+            .write_with(trained().state(), &mut |step| {
+                steps.push((step.number, step.kind, step.file.to_string()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(steps.len(), WRITE_STEPS as usize);
+        assert!(steps.iter().enumerate().all(|(i, s)| s.0 == i as u32 + 1));
+        assert!(
+            steps[..4].iter().all(|s| s.2 == CHECKPOINT_FILE),
+            "{steps:?}"
+        );
+        assert_eq!(steps[2].1, StepKind::Rename);
+    }
+
+    #[test]
+    fn a_write_stopped_after_any_step_never_counts_as_an_import() {
+        let before = Engine::new(EngineConfig::default());
+        let after = trained();
+        for previous in [None, Some(before.state())] {
+            for k in 1..=WRITE_STEPS {
+                let dir = tempfile::tempdir().unwrap();
+                let store = CheckpointStore::new(dir.path());
+                // The Python version's table, and maybe an earlier checkpoint.
+                fs::write(dir.path().join(META_TABLE_FILE), PYTHON_META).unwrap();
+                if let Some(state) = previous {
+                    fs::write(store.checkpoint_path(), encode(state).unwrap()).unwrap();
+                }
+                let err = store
+                    .write_with(after.state(), &mut |step| {
+                        if step.number == k {
+                            Err(std::io::Error::other("stopped"))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .unwrap_err();
+                assert!(err.to_string().contains("stopped"), "{err}");
+                match store.read().unwrap() {
+                    // A checkpoint exists: start-up loads it, and it is the old or the new one.
+                    Some(state) => {
+                        let bytes = encode(&state).unwrap();
+                        assert!(
+                            bytes == encode(after.state()).unwrap()
+                                || Some(bytes) == previous.map(|p| encode(p).unwrap()),
+                            "step {k}: a third state"
+                        );
+                        if previous.is_none() {
+                            assert!(k >= 3, "step {k}: checkpoint in place before its rename");
+                        }
+                    }
+                    // None: start-up may import only the Python version's own table.
+                    None => {
+                        assert!(previous.is_none());
+                        let found = store.python_tables().unwrap();
+                        assert_eq!(found.meta, Some(dir.path().join(META_TABLE_FILE)));
+                        assert_eq!(
+                            fs::read_to_string(dir.path().join(META_TABLE_FILE)).unwrap(),
+                            PYTHON_META,
+                            "step {k}: the Python table was replaced before the checkpoint"
+                        );
+                    }
+                }
+                // Whatever the step, the tables rl-v2 wrote are never importable.
+                let found = store.python_tables().unwrap();
+                for own in &found.own {
+                    assert_ne!(found.meta.as_ref(), Some(own));
+                    assert_ne!(found.sizing.as_ref(), Some(own));
+                }
+                assert!(found.sizing.is_none(), "step {k}: {found:?}");
+                // A step that failed before its rename left no temporary file.
+                if k % STEPS_PER_FILE < 3 && k % STEPS_PER_FILE != 0 {
+                    assert!(
+                        store.remove_stale_temporaries().unwrap().is_empty(),
+                        "step {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tables_without_the_marker_are_the_python_versions_and_importable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        fs::write(dir.path().join(META_TABLE_FILE), PYTHON_META).unwrap();
+        let found = store.python_tables().unwrap();
+        assert!(found.importable());
+        assert!(found.own.is_empty());
+        let engine = store
+            .import_python_tables(&EngineConfig::default())
+            .unwrap();
+        assert_eq!(engine.state().meta.q().update_count(), 7);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let tmp = dir.path().join(".checkpoint.json.tmp");
+        fs::write(&tmp, b"half a checkpoint").unwrap();
+        fs::write(dir.path().join(".position_sizing_q_table.json.tmp"), b"{").unwrap();
+        let removed = store.remove_stale_temporaries().unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(!tmp.exists());
+        assert!(store.remove_stale_temporaries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_serialisation_failure_is_a_typed_error_not_empty_bytes() {
+        struct Unserialisable;
+        impl Serialize for Unserialisable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let err = encode_json(CHECKPOINT_FILE, &Unserialisable).unwrap_err();
+        assert!(matches!(err, CheckpointError::Encode { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+    }
+
+    fn hand_edited(edit: impl FnOnce(&mut serde_json::Value)) -> CheckpointError {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&encode(trained().state()).unwrap()).unwrap();
+        edit(&mut value);
+        fs::write(store.checkpoint_path(), value.to_string()).unwrap();
+        store.load(&EngineConfig::default()).unwrap_err()
+    }
+
+    #[test]
+    fn checkpoint_values_are_validated_on_load_naming_the_field() {
+        let err = hand_edited(|v| v["meta"]["q"]["epsilon"] = 5.0.into());
+        assert!(err.to_string().contains("meta.q.epsilon = 5"), "{err}");
+        let err = hand_edited(|v| v["sizing"]["q"]["epsilon"] = (-0.1).into());
+        assert!(err.to_string().contains("sizing.q.epsilon"), "{err}");
+        let err = hand_edited(|v| v["last_applied_seq"] = u64::MAX.into());
+        assert!(err.to_string().contains("last_applied_seq"), "{err}");
+        // JSON has no NaN or infinity: an overflowing number is refused by the parser.
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let text = String::from_utf8(encode(trained().state()).unwrap()).unwrap();
+        let text = text.replacen("\"epsilon\":", "\"epsilon\":1e999,\"x\":", 1);
+        fs::write(store.checkpoint_path(), text).unwrap();
+        let err = store.load(&EngineConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("is corrupt"), "{err}");
     }
 }

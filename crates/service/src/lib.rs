@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod connect;
+pub mod fault;
 pub mod health;
 pub mod inspect;
 pub mod jetstream;

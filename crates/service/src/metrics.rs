@@ -26,6 +26,7 @@ impl Default for ServiceMetrics {
             checkpoint_failures: AtomicU64::default(),
             last_checkpoint_seq: AtomicU64::default(),
             last_checkpoint_ms: AtomicU64::default(),
+            checkpoint_requests: AtomicU64::default(),
         }
     }
 }
@@ -47,6 +48,7 @@ pub struct ServiceMetrics {
     checkpoint_failures: AtomicU64,
     last_checkpoint_seq: AtomicU64,
     last_checkpoint_ms: AtomicU64,
+    checkpoint_requests: AtomicU64,
 }
 
 /// A copy of the counters, as the stats endpoint reports them.
@@ -72,6 +74,8 @@ pub struct ServiceSnapshot {
     pub last_checkpoint_seq: u64,
     /// How long the latest checkpoint took, in milliseconds.
     pub last_checkpoint_ms: u64,
+    /// `rl_v2.checkpoint` requests received (concurrent ones share a write).
+    pub checkpoint_requests: u64,
 }
 
 impl ServiceMetrics {
@@ -126,6 +130,11 @@ impl ServiceMetrics {
         self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An `rl_v2.checkpoint` request was received.
+    pub fn checkpoint_requested(&self) {
+        self.checkpoint_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A copy of the counters.
     pub fn snapshot(&self) -> ServiceSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -144,6 +153,7 @@ impl ServiceMetrics {
             checkpoint_failures: get(&self.checkpoint_failures),
             last_checkpoint_seq: get(&self.last_checkpoint_seq),
             last_checkpoint_ms: get(&self.last_checkpoint_ms),
+            checkpoint_requests: get(&self.checkpoint_requests),
         }
     }
 }

@@ -66,9 +66,11 @@ pub struct StatsReply {
     pub service: ServiceSnapshot,
 }
 
-/// Loads the engine at start-up: the checkpoint; else Python-format tables in the same
-/// directory; else a fresh engine. A corrupt checkpoint is an error unless
-/// `discard_corrupt_checkpoint` is set.
+/// Loads the engine at start-up: the checkpoint; else Python-format tables the Python version
+/// wrote in the same directory; else a fresh engine. Tables rl-v2 wrote itself are outputs and
+/// never imported (without `checkpoint.json` they are copies of a checkpoint that was deleted or
+/// never finished, and replaying the stream rebuilds what they hold). A
+/// corrupt checkpoint is an error unless `discard_corrupt_checkpoint` is set.
 pub fn load_engine(
     store: &CheckpointStore,
     config: &EngineConfig,
@@ -84,20 +86,7 @@ pub fn load_engine(
             );
             Ok(engine)
         }
-        Ok(None) if store.has_python_tables() => {
-            let engine = store.import_python_tables(config)?;
-            tracing::info!(
-                dir = %store.dir().display(),
-                meta_states = engine.state().meta.q().states_visited(),
-                sizing_states = engine.state().sizing.q().states_visited(),
-                "no checkpoint; imported Python-format Q-tables"
-            );
-            Ok(engine)
-        }
-        Ok(None) => {
-            tracing::info!(dir = %store.dir().display(), "no checkpoint; starting empty");
-            Ok(Engine::new(config.clone()))
-        }
+        Ok(None) => load_without_checkpoint(store, config),
         Err(e @ CheckpointError::Corrupt { .. }) if options.discard_corrupt_checkpoint => {
             let path = store.checkpoint_path();
             let aside = PathBuf::from(format!(
@@ -116,6 +105,36 @@ pub fn load_engine(
     }
 }
 
+/// Start-up without `checkpoint.json`: import the Python version's tables, or start empty.
+fn load_without_checkpoint(
+    store: &CheckpointStore,
+    config: &EngineConfig,
+) -> Result<Engine, ServiceError> {
+    let found = store.python_tables()?;
+    for own in &found.own {
+        tracing::warn!(
+            path = %own.display(),
+            "no checkpoint; this Q-table was written by rl-v2 and is not imported (its updates come back from the stream)"
+        );
+    }
+    if !found.importable() {
+        tracing::info!(dir = %store.dir().display(), "no checkpoint; starting empty");
+        return Ok(Engine::new(config.clone()));
+    }
+    let engine = crate::checkpoint::import_python_tables(
+        config,
+        found.meta.as_deref(),
+        found.sizing.as_deref(),
+    )?;
+    tracing::info!(
+        dir = %store.dir().display(),
+        meta_states = engine.state().meta.q().states_visited(),
+        sizing_states = engine.state().sizing.q().states_visited(),
+        "no checkpoint; imported Python-format Q-tables written by the Python version"
+    );
+    Ok(engine)
+}
+
 /// Runs the service until `shutdown` is cancelled, then shuts down cleanly.
 pub async fn serve(
     settings: Settings,
@@ -123,6 +142,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let store = CheckpointStore::new(&settings.checkpoint.dir);
+    let faults = fault::FaultPoints::from_env().map_err(ServiceError::Settings)?;
+    match store.remove_stale_temporaries() {
+        Ok(removed) => {
+            for path in removed {
+                tracing::warn!(path = %path.display(), "removed a temporary file an interrupted checkpoint left");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not remove a stale temporary checkpoint file"),
+    }
     let mut engine = load_engine(&store, &settings.engine_config(), &options)?;
     let Some(client) = connect::connect(&settings.nats, &shutdown).await? else {
         return Ok(());
@@ -177,11 +205,12 @@ pub async fn serve(
             (Source::Channel(rx), Some(task))
         }
     };
-    let checkpointer = Checkpointer::start(
+    let checkpointer = Checkpointer::start_with_faults(
         store,
         metrics.clone(),
         std::time::Duration::from_secs_f64(settings.checkpoint.min_interval_secs),
         Some(client.clone()),
+        faults,
     );
     let name = settings.service.name.clone();
     let service = client
@@ -272,7 +301,6 @@ pub struct EventLoop {
     metrics: Arc<ServiceMetrics>,
     checkpointer: Checkpointer,
     next_checkpoint_at: u64,
-    checkpoint_due: bool,
 }
 
 impl EventLoop {
@@ -293,7 +321,6 @@ impl EventLoop {
             metrics,
             checkpointer,
             next_checkpoint_at,
-            checkpoint_due: false,
         }
     }
 
@@ -356,14 +383,13 @@ impl EventLoop {
         self.maybe_checkpoint();
     }
 
+    /// Hands a snapshot to the writer when `checkpoint.every_updates` more updates were applied;
+    /// the writer paces it and writes it on its own timer, traffic or not.
     fn maybe_checkpoint(&mut self) {
         if self.engine.updates() >= self.next_checkpoint_at {
-            self.checkpoint_due = true;
             let every = self.settings.checkpoint.every_updates;
             self.next_checkpoint_at = (self.engine.updates() / every + 1) * every;
-        }
-        if self.checkpoint_due && self.checkpointer.offer(self.engine.state()) {
-            self.checkpoint_due = false;
+            self.checkpointer.offer(self.engine.state());
         }
     }
 
@@ -466,8 +492,11 @@ impl EventLoop {
         }
     }
 
+    /// Hands the writer a snapshot and answers when it is written, without waiting for it:
+    /// concurrent requests share one write.
     async fn answer_checkpoint(&self, request: async_nats::service::Request) {
-        let done = self.checkpointer.request(self.engine.state()).await;
+        self.metrics.checkpoint_requested();
+        let done = self.checkpointer.request(self.engine.state());
         tokio::spawn(async move {
             let reply = match done.await {
                 Ok(Ok(written)) => Ok(serde_json::to_vec(&written).unwrap_or_default().into()),
