@@ -96,6 +96,10 @@ pub enum Command {
         /// Ignore an existing checkpoint in the output directory and start empty.
         #[arg(long)]
         fresh: bool,
+        /// Number lines without `seq` after the checkpoint's last_applied_seq (for a different
+        /// log that continues the checkpoint's) instead of from the log's first line.
+        #[arg(long)]
+        after_checkpoint: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -256,8 +260,16 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             file,
             out,
             fresh,
+            after_checkpoint,
             json,
-        } => replay(&settings, &file, out, fresh, json),
+        } => {
+            let numbering = if after_checkpoint {
+                crate::replay::Numbering::AfterCheckpoint
+            } else {
+                crate::replay::Numbering::FromLog
+            };
+            replay(&settings, &file, out, fresh, numbering, json)
+        }
         Command::Simulate {
             seed,
             cycles,
@@ -416,6 +428,7 @@ fn replay(
     file: &Path,
     out: Option<PathBuf>,
     fresh: bool,
+    numbering: crate::replay::Numbering,
     json: bool,
 ) -> Result<(), ExitCode> {
     let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));
@@ -442,6 +455,7 @@ fn replay(
         reader,
         &settings.subjects,
         settings.limits.max_payload_bytes,
+        numbering,
         |s| {
             if s.lines % 1024 == 0 {
                 progress.set_message(format!("{} events, {} updates", s.applied, s.updates));

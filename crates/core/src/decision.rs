@@ -54,8 +54,9 @@ impl From<SizingAction> for Choice {
 /// `#[serde(flatten)]` would buffer every decision through an intermediate map).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Decision {
-    /// `<agent>-<event_seq>`: the same event always gives the same id, so readers can drop
-    /// duplicates after a replay.
+    /// `<agent>-<event_seq>`, and `<agent>-e<epoch>-<event_seq>` once the sequence numbers
+    /// have started over (epoch 1 and later): the same event always gives the same id, so
+    /// readers can drop duplicates after a replay, and no id is used for two events.
     pub decision_id: String,
     /// The agent that decided.
     pub agent: AgentKind,
@@ -126,13 +127,23 @@ impl Serialize for Decision {
 }
 
 impl Decision {
-    /// The id of `agent`'s decision for the event at `seq`.
+    /// The id of `agent`'s decision for the event at `seq`, in the first epoch.
     pub fn id_for(agent: AgentKind, seq: u64) -> String {
-        format!("{}-{seq}", agent.as_str())
+        Self::id_in(agent, 0, seq)
     }
 
+    /// The id of `agent`'s decision for the event at `seq` in decision-id epoch `epoch`.
+    pub fn id_in(agent: AgentKind, epoch: u64, seq: u64) -> String {
+        match epoch {
+            0 => format!("{}-{seq}", agent.as_str()),
+            _ => format!("{}-e{epoch}-{seq}", agent.as_str()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         agent: AgentKind,
+        epoch: u64,
         seq: u64,
         symbol: &str,
         trace_id: Option<&str>,
@@ -147,7 +158,7 @@ impl Decision {
             }
         };
         Self {
-            decision_id: Self::id_for(agent, seq),
+            decision_id: Self::id_in(agent, epoch, seq),
             agent,
             symbol: symbol.to_string(),
             event_seq: seq,

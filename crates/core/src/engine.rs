@@ -1,10 +1,15 @@
 //! The engine: a deterministic state machine that applies events and holds all learned state.
 //!
 //! [`Engine::apply`] takes an event with its sequence number and returns the decisions it made.
-//! It does no I/O and reads no clock: time is the event's own, and exploration randomness comes
-//! from `(seed, seq)`. So the same checkpoint and the same ordered events always give the same
-//! decisions and byte-identical checkpoints, whether the events come from NATS, JetStream, a
-//! replay file or the simulator.
+//! It does no I/O and reads no clock: time is the transport's, passed in with the event
+//! ([`Event::received_at`]), and exploration randomness comes from `(seed, seq)`. So the same
+//! checkpoint and the same ordered events always give the same decisions and byte-identical
+//! checkpoints, whether the events come from NATS, JetStream, a replay file or the simulator.
+//!
+//! No producer can drag the clock or the learning: an event's own timestamp is only trusted
+//! within a skew of the transport's time, reward inputs beyond [`Plausibility`] bounds are
+//! rejected, the reward reaching a Q-update is bounded, and every per-symbol map is capped
+//! ([`Capacity`]), the oldest entry making room.
 //!
 //! Decisions are linked to outcomes by symbol (the stack holds at most one open position per
 //! symbol): a prediction makes the symbol's *pending* meta decision, a trade opens the symbol's
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::capacity::{Capacity, Recency};
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
 use crate::domain::agent::{Agent, AgentKind, AgentStats};
@@ -27,6 +33,7 @@ use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, Semanti
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
 use crate::event::{decode, Close, DecodeError, Event, EventBody, EventKind, Prediction, Trade};
+use crate::plausibility::Plausibility;
 
 /// Version of the checkpoint format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -53,6 +60,10 @@ pub struct EngineConfig {
     pub initial_balance: f64,
     /// Prices kept per symbol.
     pub price_history_len: usize,
+    /// Bounds on reward inputs, on rewards and on event-time skew.
+    pub plausibility: Plausibility,
+    /// Caps on symbols tracked, pending decisions and open positions.
+    pub capacity: Capacity,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +77,8 @@ impl Default for EngineConfig {
             reward_window_secs: 7.0 * 24.0 * 3600.0,
             initial_balance: 10_000.0,
             price_history_len: 100,
+            plausibility: Plausibility::default(),
+            capacity: Capacity::default(),
         }
     }
 }
@@ -94,7 +107,8 @@ impl EngineConfig {
                 "price_history_len must be at least 10 (the regime needs 10 prices)".into(),
             );
         }
-        Ok(())
+        self.plausibility.validate()?;
+        self.capacity.validate()
     }
 
     /// Whether states, rewards and learning follow the Python version (the `python_compat`
@@ -132,7 +146,7 @@ pub struct PendingMeta {
     pub confidence: f64,
     /// Regime when it was made.
     pub regime: Regime,
-    /// Event time it was made at.
+    /// Transport time it was made at.
     pub time: f64,
 }
 
@@ -153,7 +167,7 @@ pub struct PendingSizing {
     pub state_exposure: f64,
     /// Exposure used in the risk penalty.
     pub reward_exposure: f64,
-    /// Event time it was made at.
+    /// Transport time it was made at.
     pub time: f64,
 }
 
@@ -170,6 +184,9 @@ pub struct Position {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MarketContext {
     prices: Vec<f64>,
+    /// Transport time of the latest update (0 in checkpoints from before it was kept).
+    #[serde(default)]
+    time: f64,
 }
 
 /// What the state builders read off a symbol's market.
@@ -231,6 +248,21 @@ pub struct Counters {
     pub expired_positions: u64,
     /// Closes that found no decision to reward.
     pub closes_without_decision: u64,
+    /// Event timestamps further than the allowed skew from the transport's time, clamped.
+    #[serde(default)]
+    pub timestamps_clamped: u64,
+    /// Rewards beyond the plausible bound, clamped before the Q-update.
+    #[serde(default)]
+    pub rewards_clamped: u64,
+    /// Market contexts dropped to stay within `max_symbols`.
+    #[serde(default)]
+    pub evicted_symbols: u64,
+    /// Pending meta decisions dropped unrewarded to stay within `max_pending_decisions`.
+    #[serde(default)]
+    pub evicted_pending: u64,
+    /// Open positions dropped unrewarded to stay within `max_open_positions`.
+    #[serde(default)]
+    pub evicted_positions: u64,
 }
 
 /// Per-symbol state: a persistent ordered map of shared values, so a checkpoint snapshot is O(1)
@@ -244,6 +276,10 @@ pub struct EngineState {
     pub format_version: u32,
     /// Sequence number of the last event applied or rejected.
     pub last_applied_seq: u64,
+    /// Decision-id epoch: starts at 0 and grows whenever the sequence numbers start over (a
+    /// stream reset accepted at start-up), so no decision id is ever used for two events.
+    #[serde(default)]
+    pub epoch: u64,
     /// The meta-strategy agent.
     pub meta: Agent,
     /// The position-sizing agent.
@@ -277,8 +313,12 @@ pub struct EngineStats {
     pub pending_decisions: usize,
     /// Open positions.
     pub open_positions: usize,
+    /// Symbols whose market context is kept.
+    pub tracked_symbols: usize,
     /// Sequence number of the last event applied or rejected.
     pub last_applied_seq: u64,
+    /// Decision-id epoch.
+    pub epoch: u64,
 }
 
 /// Why a checkpoint could not become an engine.
@@ -320,6 +360,40 @@ pub enum Outcome {
 pub struct Engine {
     config: EngineConfig,
     state: EngineState,
+    ages: Ages,
+}
+
+/// Which entry of each per-symbol map is oldest: derived from the state, rebuilt on load.
+#[derive(Debug, Clone, Default)]
+struct Ages {
+    pending: Recency,
+    positions: Recency,
+    market: Recency,
+}
+
+impl Ages {
+    fn of(state: &EngineState) -> Self {
+        Self {
+            pending: Recency::of(&state.pending, |p| p.time),
+            positions: Recency::of(&state.positions, |p| p.sizing.time),
+            market: Recency::of(&state.market, |m| m.time),
+        }
+    }
+}
+
+/// The two clocks of an event being applied.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    /// The transport's time: runs windows and expiry.
+    now: f64,
+    /// The event's own time, trusted within the skew: what its decisions carry.
+    event_time: f64,
+}
+
+/// Whether the `n`-th occurrence of something counted gets a log line: the 1st, 2nd, 4th, 8th…,
+/// so a flood is visible without flooding the log.
+fn worth_logging(n: u64) -> bool {
+    n.is_power_of_two()
 }
 
 impl Engine {
@@ -338,6 +412,7 @@ impl Engine {
         let mut state = EngineState {
             format_version: FORMAT_VERSION,
             last_applied_seq: 0,
+            epoch: 0,
             meta,
             sizing,
             pending: BySymbol::new(),
@@ -351,7 +426,11 @@ impl Engine {
         for agent in [&mut state.meta, &mut state.sizing] {
             agent.q_mut().set_semantics(config.semantics());
         }
-        Self { config, state }
+        Self {
+            config,
+            state,
+            ages: Ages::default(),
+        }
     }
 
     /// An engine continuing from a checkpoint's state.
@@ -399,7 +478,12 @@ impl Engine {
         for agent in [&mut state.meta, &mut state.sizing] {
             agent.q_mut().set_semantics(config.semantics());
         }
-        Ok(Self { config, state })
+        let ages = Ages::of(&state);
+        Ok(Self {
+            config,
+            state,
+            ages,
+        })
     }
 
     /// The settings in use.
@@ -424,8 +508,22 @@ impl Engine {
 
     /// Moves `last_applied_seq` back to `seq`, keeping everything learned: for a stream that was
     /// recreated or lost its tail, whose sequence numbers start over below the checkpoint's.
+    /// Sequence numbers will be used a second time, so a new decision-id epoch begins.
     pub fn rebase(&mut self, seq: u64) {
-        self.state.last_applied_seq = self.state.last_applied_seq.min(seq);
+        if seq < self.state.last_applied_seq {
+            self.state.last_applied_seq = seq;
+            self.state.epoch += 1;
+            tracing::info!(
+                epoch = self.state.epoch,
+                last_applied_seq = seq,
+                "sequence numbers start over: new decision-id epoch"
+            );
+        }
+    }
+
+    /// The decision-id epoch.
+    pub fn epoch(&self) -> u64 {
+        self.state.epoch
     }
 
     /// Q-updates applied so far (both agents).
@@ -441,13 +539,16 @@ impl Engine {
             counters: self.state.counters.clone(),
             pending_decisions: self.state.pending.len(),
             open_positions: self.state.positions.len(),
+            tracked_symbols: self.state.market.len(),
             last_applied_seq: self.state.last_applied_seq,
+            epoch: self.state.epoch,
         }
     }
 
     /// Decodes and applies one raw message at `seq`: the one path from bytes to learned state,
-    /// shared by the service, `replay` and `simulate`. `received_at` is the transport's time,
-    /// used when the event carries no timestamp.
+    /// shared by the service, `replay` and `simulate`. `received_at` is the transport's time
+    /// (the JetStream message time, or the arrival time in core mode): the engine's clock.
+    /// A payload that does not decode, or claims implausible values, is rejected.
     pub fn ingest(
         &mut self,
         seq: u64,
@@ -456,13 +557,45 @@ impl Engine {
         received_at: f64,
         max_payload_bytes: usize,
     ) -> Outcome {
+        self.ingest_with(seq, kind, payload, received_at, false, max_payload_bytes)
+    }
+
+    /// As [`Self::ingest`], for a message whose transport time is unknown (a recorded log that
+    /// did not keep it): the event's own timestamp stands in for it, `fallback` when it has
+    /// none. Only for offline use: the event's producer sets the clock.
+    pub fn ingest_untimed(
+        &mut self,
+        seq: u64,
+        kind: EventKind,
+        payload: &[u8],
+        fallback: f64,
+        max_payload_bytes: usize,
+    ) -> Outcome {
+        self.ingest_with(seq, kind, payload, fallback, true, max_payload_bytes)
+    }
+
+    fn ingest_with(
+        &mut self,
+        seq: u64,
+        kind: EventKind,
+        payload: &[u8],
+        received_at: f64,
+        event_sets_clock: bool,
+        max_payload_bytes: usize,
+    ) -> Outcome {
         if seq <= self.state.last_applied_seq {
             return Outcome::AlreadyApplied;
         }
-        match decode(kind, payload, max_payload_bytes, received_at) {
+        let admitted = decode(kind, payload, max_payload_bytes, received_at).and_then(|mut e| {
+            if event_sets_clock {
+                e.received_at = e.time;
+            }
+            self.config.plausibility.check(&e).map(|()| e)
+        });
+        match admitted {
             Ok(event) => {
                 let before = self.updates();
-                let decisions = self.apply(seq, &event);
+                let decisions = self.apply_admitted(seq, &event);
                 Outcome::Applied {
                     symbol: event.symbol,
                     decisions,
@@ -493,8 +626,20 @@ impl Engine {
 
     /// Applies the event at `seq` (counted from 1) and returns the decisions it made. An event
     /// whose `seq` is not past [`Self::last_applied_seq`] was applied already and changes
-    /// nothing.
+    /// nothing; one that claims implausible values is rejected (counted under `implausible`)
+    /// and changes nothing else.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Vec<Decision> {
+        if seq <= self.state.last_applied_seq {
+            return Vec::new();
+        }
+        if let Err(e) = self.config.plausibility.check(event) {
+            self.reject(seq, e.code());
+            return Vec::new();
+        }
+        self.apply_admitted(seq, event)
+    }
+
+    fn apply_admitted(&mut self, seq: u64, event: &Event) -> Vec<Decision> {
         if seq <= self.state.last_applied_seq {
             return Vec::new();
         }
@@ -504,14 +649,15 @@ impl Engine {
             *n += 1;
             self.state.counters.events.values().sum::<u64>()
         };
+        let at = self.clock(seq, event);
         if applied % EXPIRY_SWEEP_EVERY == 0 {
-            self.sweep_expired(event.time);
+            self.sweep_expired(at.now);
         }
         let decisions = match &event.body {
-            EventBody::Prediction(p) => vec![self.on_prediction(seq, event, p)],
-            EventBody::Trade(t) => vec![self.on_trade(seq, event, t)],
+            EventBody::Prediction(p) => vec![self.on_prediction(seq, event, at, p)],
+            EventBody::Trade(t) => vec![self.on_trade(seq, event, at, t)],
             EventBody::Close(c) => {
-                self.on_close(event, c);
+                self.on_close(event, at, c);
                 Vec::new()
             }
         };
@@ -558,16 +704,48 @@ impl Engine {
         now - decided_at > self.config.reward_window_secs
     }
 
-    fn on_prediction(&mut self, seq: u64, event: &Event, p: &Prediction) -> Decision {
+    /// The event's clocks: the transport's time, and its own timestamp within the skew.
+    fn clock(&mut self, seq: u64, event: &Event) -> At {
+        let now = event.received_at;
+        let trusted = self.config.plausibility.trusted_time(event.time, now);
+        if trusted.clamped {
+            let n = &mut self.state.counters.timestamps_clamped;
+            *n += 1;
+            if worth_logging(*n) {
+                tracing::warn!(
+                    seq,
+                    symbol = %event.symbol,
+                    timestamp = event.time,
+                    transport_time = now,
+                    max_skew_secs = self.config.plausibility.max_clock_skew_secs,
+                    clamped_so_far = *n,
+                    "event timestamp too far from the transport's time; clamped"
+                );
+            }
+        }
+        At {
+            now,
+            event_time: trusted.time,
+        }
+    }
+    fn on_prediction(&mut self, seq: u64, event: &Event, at: At, p: &Prediction) -> Decision {
         if let Some(prices) = &p.price_history {
             let keep = self.config.price_history_len;
             let tail = &prices[prices.len().saturating_sub(keep)..];
             let context = Arc::new(MarketContext {
                 prices: tail.to_vec(),
+                time: at.now,
             });
             match self.state.market.get_mut(&event.symbol) {
-                Some(slot) => *slot = context,
+                Some(slot) => {
+                    self.ages
+                        .market
+                        .touched(&event.symbol, Some(slot.time), at.now);
+                    *slot = context;
+                }
                 None => {
+                    self.make_room_for_symbol(seq);
+                    self.ages.market.touched(&event.symbol, None, at.now);
                     self.state.market.insert(event.symbol.clone(), context);
                 }
             }
@@ -581,12 +759,13 @@ impl Engine {
         let selection = self.state.meta.select(&key, &mut rng);
         let decision = Decision::new(
             AgentKind::MetaStrategy,
+            self.state.epoch,
             seq,
             &event.symbol,
             event.trace_id.as_deref(),
             key.clone(),
             &selection,
-            event.time,
+            at.event_time,
         );
         let pending = PendingMeta {
             decision_id: decision.decision_id.clone(),
@@ -594,14 +773,19 @@ impl Engine {
             action: selection.action,
             confidence: p.confidence,
             regime: market.regime,
-            time: event.time,
+            time: at.now,
         };
         match self.state.pending.get_mut(&event.symbol) {
             Some(slot) => {
+                self.ages
+                    .pending
+                    .touched(&event.symbol, Some(slot.time), at.now);
                 *slot = Arc::new(pending);
                 self.state.counters.superseded_pending += 1;
             }
             None => {
+                self.make_room_for_pending(seq);
+                self.ages.pending.touched(&event.symbol, None, at.now);
                 self.state
                     .pending
                     .insert(event.symbol.clone(), Arc::new(pending));
@@ -610,7 +794,7 @@ impl Engine {
         decision
     }
 
-    fn on_trade(&mut self, seq: u64, event: &Event, t: &Trade) -> Decision {
+    fn on_trade(&mut self, seq: u64, event: &Event, at: At, t: &Trade) -> Decision {
         let vol = self.market_view(&event.symbol).volatility;
         let python = self.config.python_compat();
         // The Python version's state reads `portfolio_exposure` only.
@@ -627,12 +811,13 @@ impl Engine {
         let selection = self.state.sizing.select(&key, &mut rng);
         let decision = Decision::new(
             AgentKind::PositionSizing,
+            self.state.epoch,
             seq,
             &event.symbol,
             event.trace_id.as_deref(),
             key.clone(),
             &selection,
-            event.time,
+            at.event_time,
         );
         let sizing = PendingSizing {
             decision_id: decision.decision_id.clone(),
@@ -646,33 +831,114 @@ impl Engine {
             } else {
                 t.reward_exposure()
             },
-            time: event.time,
+            time: at.now,
         };
         let window = self.config.reward_window_secs;
         if let Some(position) = self.state.positions.get_mut(&event.symbol) {
-            if event.time - position.sizing.time <= window {
+            let opened = position.sizing.time;
+            self.ages
+                .positions
+                .touched(&event.symbol, Some(opened), at.now);
+            if at.now - opened <= window {
                 // A second trade on an open position: new sizing, same meta decision.
                 Arc::make_mut(position).sizing = sizing;
                 self.state.counters.replaced_sizing += 1;
                 return decision;
             }
             self.state.counters.expired_positions += 1;
-            let meta = self.take_pending(&event.symbol, event.time);
+            let meta = self.take_pending(&event.symbol, at.now);
             if let Some(position) = self.state.positions.get_mut(&event.symbol) {
                 *position = Arc::new(Position { meta, sizing });
             }
             return decision;
         }
-        let meta = self.take_pending(&event.symbol, event.time);
+        let meta = self.take_pending(&event.symbol, at.now);
+        self.make_room_for_position(seq);
+        self.ages.positions.touched(&event.symbol, None, at.now);
         self.state
             .positions
             .insert(event.symbol.clone(), Arc::new(Position { meta, sizing }));
         decision
     }
 
+    /// Evicts the least recently updated market context while `max_symbols` are kept.
+    fn make_room_for_symbol(&mut self, seq: u64) {
+        while self.state.market.len() >= self.config.capacity.max_symbols {
+            let Some((symbol, _)) = self
+                .ages
+                .market
+                .evict_oldest(&mut self.state.market, |m| m.time)
+            else {
+                return;
+            };
+            let n = &mut self.state.counters.evicted_symbols;
+            *n += 1;
+            if worth_logging(*n) {
+                tracing::warn!(
+                    seq,
+                    symbol,
+                    max_symbols = self.config.capacity.max_symbols,
+                    evicted_so_far = *n,
+                    "symbol cap reached: the least recently updated market context was dropped"
+                );
+            }
+        }
+    }
+
+    /// Evicts the oldest pending meta decision while `max_pending_decisions` are pending.
+    fn make_room_for_pending(&mut self, seq: u64) {
+        while self.state.pending.len() >= self.config.capacity.max_pending_decisions {
+            let Some((symbol, pending)) = self
+                .ages
+                .pending
+                .evict_oldest(&mut self.state.pending, |p| p.time)
+            else {
+                return;
+            };
+            let n = &mut self.state.counters.evicted_pending;
+            *n += 1;
+            if worth_logging(*n) {
+                tracing::warn!(
+                    seq,
+                    symbol,
+                    decision_id = %pending.decision_id,
+                    max_pending_decisions = self.config.capacity.max_pending_decisions,
+                    evicted_so_far = *n,
+                    "pending-decision cap reached: the oldest pending decision was dropped unrewarded"
+                );
+            }
+        }
+    }
+
+    /// Evicts the oldest open position while `max_open_positions` are open.
+    fn make_room_for_position(&mut self, seq: u64) {
+        while self.state.positions.len() >= self.config.capacity.max_open_positions {
+            let Some((symbol, position)) = self
+                .ages
+                .positions
+                .evict_oldest(&mut self.state.positions, |p| p.sizing.time)
+            else {
+                return;
+            };
+            let n = &mut self.state.counters.evicted_positions;
+            *n += 1;
+            if worth_logging(*n) {
+                tracing::warn!(
+                    seq,
+                    symbol,
+                    decision_id = %position.sizing.decision_id,
+                    max_open_positions = self.config.capacity.max_open_positions,
+                    evicted_so_far = *n,
+                    "open-position cap reached: the oldest open position was dropped unrewarded"
+                );
+            }
+        }
+    }
+
     /// Removes and returns the symbol's pending meta decision unless it has expired.
     fn take_pending(&mut self, symbol: &str, now: f64) -> Option<PendingMeta> {
         let pending = self.state.pending.remove(symbol)?;
+        self.ages.pending.removed(symbol, pending.time);
         if self.expired(pending.time, now) {
             self.state.counters.expired_pending += 1;
             None
@@ -681,7 +947,7 @@ impl Engine {
         }
     }
 
-    fn on_close(&mut self, event: &Event, c: &Close) {
+    fn on_close(&mut self, event: &Event, at: At, c: &Close) {
         let s = &mut self.state;
         s.winrate.record(c.pnl_pct);
         s.pnl_window.record(c.pnl_pct);
@@ -693,8 +959,12 @@ impl Engine {
             volatility: c.volatility.unwrap_or(computed.volatility),
             pressure: computed.pressure,
         };
-        let (meta, sizing) = match self.state.positions.remove(&event.symbol) {
-            Some(p) if !self.expired(p.sizing.time, event.time) => {
+        let position = self.state.positions.remove(&event.symbol);
+        if let Some(p) = &position {
+            self.ages.positions.removed(&event.symbol, p.sizing.time);
+        }
+        let (meta, sizing) = match position {
+            Some(p) if !self.expired(p.sizing.time, at.now) => {
                 let p = Arc::unwrap_or_clone(p);
                 (p.meta, Some(p.sizing))
             }
@@ -702,7 +972,7 @@ impl Engine {
                 if expired.is_some() {
                     self.state.counters.expired_positions += 1;
                 }
-                (self.take_pending(&event.symbol, event.time), None)
+                (self.take_pending(&event.symbol, at.now), None)
             }
         };
         if meta.is_none() && sizing.is_none() {
@@ -733,6 +1003,7 @@ impl Engine {
                     confidence: m.confidence,
                 })
             };
+            let reward = self.bounded(reward, &m.decision_id);
             let next = self
                 .config
                 .discretizer
@@ -757,6 +1028,7 @@ impl Engine {
                     volatility: market.volatility,
                 })
             };
+            let reward = self.bounded(reward, &z.decision_id);
             let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
             let next = self.config.discretizer.sizing_key(&self.sizing_state(
                 z.confidence,
@@ -769,6 +1041,25 @@ impl Engine {
                 .learn(&z.state_key, z.action, reward, &next);
             self.count_update(&z.decision_id, result.is_ok());
         }
+    }
+
+    /// The reward bounded to the plausible range (counted when it had to be clamped).
+    fn bounded(&mut self, reward: f64, decision_id: &str) -> f64 {
+        let (bounded, clamped) = self.config.plausibility.bound_reward(reward);
+        if clamped {
+            let n = &mut self.state.counters.rewards_clamped;
+            *n += 1;
+            if worth_logging(*n) {
+                tracing::warn!(
+                    decision_id,
+                    reward,
+                    bounded,
+                    clamped_so_far = *n,
+                    "reward beyond plausibility.max_abs_reward; clamped"
+                );
+            }
+        }
+        bounded
     }
 
     fn count_update(&mut self, decision_id: &str, applied: bool) {
@@ -795,7 +1086,9 @@ impl Engine {
             .collect();
         self.state.counters.expired_pending += stale.len() as u64;
         for symbol in stale {
-            self.state.pending.remove(&symbol);
+            if let Some(p) = self.state.pending.remove(&symbol) {
+                self.ages.pending.removed(&symbol, p.time);
+            }
         }
         let stale: Vec<String> = self
             .state
@@ -806,7 +1099,9 @@ impl Engine {
             .collect();
         self.state.counters.expired_positions += stale.len() as u64;
         for symbol in stale {
-            self.state.positions.remove(&symbol);
+            if let Some(p) = self.state.positions.remove(&symbol) {
+                self.ages.positions.removed(&symbol, p.sizing.time);
+            }
         }
     }
 }

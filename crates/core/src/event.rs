@@ -177,9 +177,13 @@ pub struct Event {
     pub symbol: String,
     /// Trace id of the event or of its envelope.
     pub trace_id: Option<String>,
-    /// Event time in epoch seconds: the event's own timestamp, else its envelope's, else the
-    /// time the transport stamped on it.
+    /// The time the event claims, in epoch seconds: its own timestamp, else its envelope's, else
+    /// [`Self::received_at`]. Information only: the engine trusts it within a skew of
+    /// `received_at` (see [`crate::plausibility`]).
     pub time: f64,
+    /// The transport's time, epoch seconds: the JetStream message time, or the arrival time in
+    /// core mode. The engine's clock: reward windows and expiry run on it.
+    pub received_at: f64,
     /// The event itself.
     pub body: EventBody,
 }
@@ -239,6 +243,15 @@ pub enum DecodeError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A reward input is a valid number but beyond what a real trading stack sends (see
+    /// [`crate::plausibility`]).
+    #[error("field `{field}` {problem}")]
+    Implausible {
+        /// The field, as named in the payload.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl DecodeError {
@@ -253,12 +266,14 @@ impl DecodeError {
             Self::MissingField(_) => "missing_field",
             Self::WrongType { .. } => "wrong_type",
             Self::OutOfRange { .. } => "out_of_range",
+            Self::Implausible { .. } => "implausible",
         }
     }
 }
 
-/// Decodes a payload of `kind`. `received_at` (epoch seconds) is the event time when neither the
-/// event nor its envelope carries a timestamp.
+/// Decodes a payload of `kind`. `received_at` (epoch seconds) is the transport's time: the
+/// event's clock, and its claimed time when neither the event nor its envelope carries a
+/// timestamp.
 pub fn decode(
     kind: EventKind,
     payload: &[u8],
@@ -307,6 +322,7 @@ pub fn decode(
         symbol,
         trace_id,
         time,
+        received_at,
         body,
     })
 }

@@ -4,13 +4,16 @@
 //! * [`domain`]: the RL domain (actions, market tools, states, rewards, Q-learning, episodes,
 //!   agents);
 //! * [`event`] and [`decision`]: what comes in and what goes out;
-//! * [`engine`]: a deterministic state machine that applies events and holds all learned state.
+//! * [`engine`]: a deterministic state machine that applies events and holds all learned state,
+//!   bounded by [`plausibility`] (what an event may claim) and [`capacity`] (what it keeps).
 //!
 //! This crate does no I/O: it depends on no async runtime, no NATS client and no file system,
 //! reads no clock and no global random generator. Time and sequence numbers come in with the
 //! events, so the same events always give the same decisions and the same bytes.
 
+pub mod capacity;
 pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod plausibility;

@@ -2,11 +2,21 @@
 //!
 //! The log is JSON Lines, one message per line: `{"subject": "...", "payload": ...}` where the
 //! payload is the message exactly as published (a JSON string holding the raw bytes, or a JSON
-//! object). Two optional fields reproduce what the transport added: `seq` (the sequence number;
-//! by default the next one after the engine's) and `received_at` (epoch seconds; the time used
-//! for events without a `timestamp`, by default the previous line's). Each line goes through
-//! [`Engine::ingest`], the same path the service takes, so a log of what the service consumed
-//! replays into the same checkpoint it wrote.
+//! object). Two optional fields reproduce what the transport added:
+//!
+//! * `seq`, the sequence number. A line without one takes the previous line's plus one, the first
+//!   line 1 (or, with [`Numbering::AfterCheckpoint`], the engine's `last_applied_seq + 1`). So a
+//!   log is numbered by its own lines, like a stream: replaying it again into the checkpoint it
+//!   produced finds every line applied already, and replaying a longer copy applies only the
+//!   new lines.
+//! * `received_at`, the transport's time (epoch seconds): the engine's clock, as the JetStream
+//!   message time or the arrival time is in the service. A line without one takes the previous
+//!   line's. Before the first line that has one, the transport time is unknown and the event's
+//!   own timestamp stands in for it ([`Engine::ingest_untimed`]).
+//!
+//! Each line goes through the same path the service takes, so a log of what the service
+//! consumed, with its sequence numbers and transport times, replays into the same checkpoint it
+//! wrote.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,6 +58,18 @@ pub enum ReplayError {
     },
 }
 
+/// How lines without a `seq` are numbered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Numbering {
+    /// From the log's first line: line n (without `seq` anywhere) is sequence n, so the same log
+    /// replayed twice is applied once.
+    #[default]
+    FromLog,
+    /// After the engine's `last_applied_seq`: for a different log that continues the one the
+    /// checkpoint came from.
+    AfterCheckpoint,
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReplaySummary {
@@ -67,16 +89,22 @@ pub struct ReplaySummary {
     pub updates: u64,
 }
 
-/// Replays a log into `engine`. `on_line` is called after each line (for progress).
+/// Replays a log into `engine`, numbering lines without `seq` as `numbering` says. `on_line` is
+/// called after each line (for progress).
 pub fn replay(
     engine: &mut Engine,
     log: impl BufRead,
     subjects: &Subjects,
     max_payload_bytes: usize,
+    numbering: Numbering,
     mut on_line: impl FnMut(&ReplaySummary),
 ) -> Result<ReplaySummary, ReplayError> {
     let mut summary = ReplaySummary::default();
-    let mut received_at = 0.0;
+    let mut received_at: Option<f64> = None;
+    let mut previous_seq = match numbering {
+        Numbering::FromLog => 0,
+        Numbering::AfterCheckpoint => engine.last_applied_seq(),
+    };
     for (i, text) in log.lines().enumerate() {
         let number = i + 1;
         let text = text.map_err(|source| ReplayError::Io {
@@ -91,6 +119,8 @@ pub fn replay(
             reason: e.to_string(),
         })?;
         summary.lines += 1;
+        let seq = line.seq.unwrap_or(previous_seq.saturating_add(1));
+        previous_seq = seq;
         let Some(kind) = subjects.kind_of(&line.subject) else {
             summary.foreign_subjects += 1;
             on_line(&summary);
@@ -101,10 +131,13 @@ pub fn replay(
             other => other.to_string().into_bytes(),
         };
         if let Some(t) = line.received_at.filter(|t| t.is_finite()) {
-            received_at = t;
+            received_at = Some(t);
         }
-        let seq = line.seq.unwrap_or(engine.last_applied_seq() + 1);
-        match engine.ingest(seq, kind, &payload, received_at, max_payload_bytes) {
+        let outcome = match received_at {
+            Some(t) => engine.ingest(seq, kind, &payload, t, max_payload_bytes),
+            None => engine.ingest_untimed(seq, kind, &payload, 0.0, max_payload_bytes),
+        };
+        match outcome {
             Outcome::Applied {
                 decisions, updates, ..
             } => {
@@ -143,9 +176,14 @@ mod tests {
         let mut engine = Engine::new(EngineConfig::default());
         let subjects = Settings::defaults().subjects;
         let mut calls = 0;
-        let s = replay(&mut engine, log.as_bytes(), &subjects, 65536, |_| {
-            calls += 1
-        })
+        let s = replay(
+            &mut engine,
+            log.as_bytes(),
+            &subjects,
+            65536,
+            Numbering::FromLog,
+            |_| calls += 1,
+        )
         .unwrap();
         assert_eq!(s.lines, 6);
         assert_eq!(calls, 6);
@@ -158,6 +196,90 @@ mod tests {
         assert_eq!(engine.last_applied_seq(), 4);
     }
 
+    fn log_without_seq() -> String {
+        [
+            r#"{"subject":"PREDICTION_GENERATED","payload":{"symbol":"A","confidence":0.5}}"#,
+            r#"{"subject":"TRADE_EXECUTED","payload":{"symbol":"A"}}"#,
+            r#"{"subject":"POSITION_CLOSED","payload":{"symbol":"A","pnl_pct":2}}"#,
+        ]
+        .join("\n")
+    }
+
+    fn run(engine: &mut Engine, log: &str, numbering: Numbering) -> ReplaySummary {
+        let subjects = Settings::defaults().subjects;
+        replay(engine, log.as_bytes(), &subjects, 65536, numbering, |_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_log_without_seq_replayed_twice_is_applied_once() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let first = run(&mut engine, &log_without_seq(), Numbering::FromLog);
+        assert_eq!((first.applied, first.updates), (3, 2));
+        let state = crate::checkpoint::encode(engine.state());
+        let again = run(&mut engine, &log_without_seq(), Numbering::FromLog);
+        assert_eq!((again.applied, again.already_applied), (0, 3));
+        assert_eq!(crate::checkpoint::encode(engine.state()), state);
+        // A longer copy of the log: only its new lines are applied.
+        let longer = format!(
+            "{}\n{}",
+            log_without_seq(),
+            r#"{"subject":"PREDICTION_GENERATED","payload":{"symbol":"B","confidence":0.5}}"#
+        );
+        let grown = run(&mut engine, &longer, Numbering::FromLog);
+        assert_eq!((grown.applied, grown.already_applied), (1, 3));
+        // A different log, numbered after the checkpoint on purpose.
+        let next = run(&mut engine, &log_without_seq(), Numbering::AfterCheckpoint);
+        assert_eq!((next.applied, next.updates), (3, 2));
+        assert_eq!(engine.last_applied_seq(), 7);
+    }
+
+    #[test]
+    fn received_at_is_the_clock_and_without_it_the_event_time_stands_in() {
+        // The prediction claims a time 30 days before the trade's transport time: the log says
+        // when each line was received, so the claim does not expire the decision.
+        let day = 86_400.0;
+        let t = 1_800_000_000.0;
+        let timed = format!(
+            "{}\n{}\n{}",
+            format_args!(
+                r#"{{"subject":"PREDICTION_GENERATED","payload":{{"symbol":"A","confidence":0.5,"timestamp":{}}},"received_at":{t}}}"#,
+                t - 30.0 * day
+            ),
+            format_args!(
+                r#"{{"subject":"TRADE_EXECUTED","payload":{{"symbol":"A"}},"received_at":{}}}"#,
+                t + 1.0
+            ),
+            format_args!(
+                r#"{{"subject":"POSITION_CLOSED","payload":{{"symbol":"A","pnl_pct":1}}}}"#
+            ),
+        );
+        let mut engine = Engine::new(EngineConfig::default());
+        assert_eq!(run(&mut engine, &timed, Numbering::FromLog).updates, 2);
+        assert_eq!(engine.stats().counters.timestamps_clamped, 1);
+        // Without received_at the events' own timestamps are the clock: 30 days apart, the
+        // meta decision expired before the trade.
+        let untimed = format!(
+            "{}\n{}\n{}",
+            format_args!(
+                r#"{{"subject":"PREDICTION_GENERATED","payload":{{"symbol":"A","confidence":0.5,"timestamp":{}}}}}"#,
+                t - 30.0 * day
+            ),
+            format_args!(
+                r#"{{"subject":"TRADE_EXECUTED","payload":{{"symbol":"A","timestamp":{t}}}}}"#
+            ),
+            format_args!(
+                r#"{{"subject":"POSITION_CLOSED","payload":{{"symbol":"A","pnl_pct":1,"timestamp":{t}}}}}"#
+            ),
+        );
+        let mut engine = Engine::new(EngineConfig::default());
+        assert_eq!(run(&mut engine, &untimed, Numbering::FromLog).updates, 1);
+        let counters = engine.stats().counters;
+        assert_eq!(
+            (counters.expired_pending, counters.timestamps_clamped),
+            (1, 0)
+        );
+    }
+
     #[test]
     fn a_line_that_is_not_a_record_names_its_number() {
         let mut engine = Engine::new(EngineConfig::default());
@@ -167,6 +289,7 @@ mod tests {
             "\n[1,2]\n".as_bytes(),
             &subjects,
             65536,
+            Numbering::FromLog,
             |_| {},
         )
         .unwrap_err();

@@ -8,11 +8,13 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use rl_v2_core::capacity::Capacity;
 use rl_v2_core::domain::qlearning::Hyperparameters;
 use rl_v2_core::domain::reward::RewardWeights;
 use rl_v2_core::domain::state::{BucketEdges, Discretizer};
 use rl_v2_core::engine::EngineConfig;
 use rl_v2_core::event::EventKind;
+use rl_v2_core::plausibility::Plausibility;
 
 /// The defaults, as shipped in `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -73,8 +75,10 @@ pub struct Settings {
     pub market: MarketSettings,
     /// Checkpoints.
     pub checkpoint: CheckpointSettings,
-    /// Payload limits.
+    /// Payload limits and caps on what the engine keeps.
     pub limits: Limits,
+    /// Bounds on what an event may claim.
+    pub plausibility: Plausibility,
     /// The NATS micro service and metrics.
     pub service: ServiceSettings,
     /// Logging.
@@ -267,7 +271,7 @@ pub struct CheckpointSettings {
     pub min_interval_secs: f64,
 }
 
-/// Payload limits.
+/// Payload limits and caps on what the engine keeps.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -275,6 +279,12 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Bytes of a rejected payload copied into its dead letter.
     pub dead_letter_payload_bytes: usize,
+    /// Symbols whose market context is kept.
+    pub max_symbols: usize,
+    /// Pending meta decisions kept.
+    pub max_pending_decisions: usize,
+    /// Open positions kept.
+    pub max_open_positions: usize,
 }
 
 /// The NATS micro service and metrics.
@@ -489,12 +499,22 @@ impl Settings {
             reward_window_secs: self.market.reward_window_secs,
             initial_balance: self.market.initial_balance,
             price_history_len: self.market.price_history_len,
+            plausibility: self.plausibility.clone(),
+            capacity: Capacity {
+                max_symbols: self.limits.max_symbols,
+                max_pending_decisions: self.limits.max_pending_decisions,
+                max_open_positions: self.limits.max_open_positions,
+            },
         }
     }
 }
 
 /// The settings key of a field named in an engine validation message.
 fn engine_key(field: &str) -> String {
+    if field.contains('.') {
+        // Already a full key (`plausibility.…`, `limits.…`).
+        return field.to_string();
+    }
     let section = match field.trim_end_matches(':') {
         "alpha" | "gamma" | "epsilon" | "epsilon_decay" | "epsilon_min" => "learning",
         "max_leverage" => "sizing",
@@ -573,6 +593,12 @@ mod tests {
         assert!(err(&[("RL_V2__CHECKPOINT__EVERY_UPDATES", "0")])
             .contains("`checkpoint.every_updates`"));
         assert!(err(&[("RL_V2__NATS__URLS", "x")]).contains("urls"));
+        assert!(err(&[("RL_V2__PLAUSIBILITY__MAX_ABS_PNL_PCT", "-1")])
+            .contains("`plausibility.max_abs_pnl_pct`"));
+        assert!(err(&[("RL_V2__PLAUSIBILITY__MAX_CLOCK_SKEW_SECS", "inf")])
+            .contains("`plausibility.max_clock_skew_secs`"));
+        assert!(err(&[("RL_V2__LIMITS__MAX_PENDING_DECISIONS", "0")])
+            .contains("`limits.max_pending_decisions`"));
         assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
         let two = Settings::load_from(
             None,
