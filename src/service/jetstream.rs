@@ -182,6 +182,7 @@ pub fn consume(
     metrics: Arc<ServiceMetrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        super::supervise::fault_point("jetstream_consumer");
         let mut next = start_seq;
         'consumers: while !shutdown.is_cancelled() {
             let config = consumer::pull::Config {
