@@ -15,6 +15,7 @@ pub mod decide;
 pub mod health;
 pub mod jetstream;
 pub mod metrics;
+pub mod mode;
 pub mod prometheus;
 pub mod slow_consumer;
 pub mod source;
@@ -148,7 +149,10 @@ pub async fn serve(
         slow_consumer::report(metrics.clone(), shutdown.clone()),
     );
     let (source, consuming) = match settings.delivery.mode {
-        DeliveryMode::Core => (Source::core(&client, &settings.subjects).await?, None),
+        DeliveryMode::Core => {
+            mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
+            (Source::core(&client, &settings.subjects).await?, None)
+        }
         DeliveryMode::Jetstream => {
             let js = async_nats::jetstream::new(client.clone());
             let mut stream = jetstream::prepare_stream(
@@ -159,6 +163,33 @@ pub async fn serve(
             )
             .await?;
             let (first, last) = jetstream::bounds(&mut stream).await?;
+            let dir = &settings.checkpoint.dir;
+            let switch = mode::jetstream_start(
+                mode::read(dir).as_ref(),
+                engine.last_applied_seq(),
+                last,
+                settings.delivery.accept_stream_reset,
+                &settings.delivery.stream,
+                dir,
+            )?;
+            if let mode::Switch::FromCore { last_seq } = switch {
+                tracing::warn!(
+                    core_seq = engine.last_applied_seq(),
+                    stream_last_seq = last_seq,
+                    "the checkpoint was written in core mode; accepted by delivery.accept_stream_reset: keeping the learned state and consuming from the stream's next event"
+                );
+                engine.state_mut().last_applied_seq = last_seq;
+                // The checkpoint says where in the stream to resume before the record says
+                // JetStream, so a crash mid-switch never applies the stream's older events.
+                let written = store.write(engine.state())?;
+                tracing::info!(path = %written.display(), "checkpoint rewritten at the stream's end");
+            }
+            mode::write(
+                dir,
+                &mode::ModeRecord::Jetstream {
+                    stream: settings.delivery.stream.clone(),
+                },
+            )?;
             let plan = jetstream::plan_start(
                 engine.last_applied_seq(),
                 first,
