@@ -264,9 +264,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             json,
         } => {
             let numbering = if after_checkpoint {
-                crate::replay::Numbering::AfterCheckpoint
+                rl_v2_service::replay::Numbering::AfterCheckpoint
             } else {
-                crate::replay::Numbering::FromLog
+                rl_v2_service::replay::Numbering::FromLog
             };
             replay(&settings, &file, out, fresh, numbering, json)
         }
@@ -428,7 +428,7 @@ fn replay(
     file: &Path,
     out: Option<PathBuf>,
     fresh: bool,
-    numbering: crate::replay::Numbering,
+    numbering: rl_v2_service::replay::Numbering,
     json: bool,
 ) -> Result<(), ExitCode> {
     let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));

@@ -17,15 +17,18 @@ pub struct Pong {
 
 /// Connects once and pings `$SRV.PING.<service.name>`; the error says what failed.
 pub async fn ping(settings: &Settings, timeout: Duration) -> Result<Pong, String> {
-    let opts = crate::connect::options(&settings.nats)
+    let metrics = std::sync::Arc::new(crate::metrics::ServiceMetrics::default());
+    let opts = crate::connect::options(&settings.nats, metrics)
         .await
         .map_err(|e| e.to_string())?
         .name("rl-v2-health")
         .connection_timeout(timeout);
-    let client = tokio::time::timeout(timeout, opts.connect(settings.nats.servers()))
+    let url = settings.nats.redacted_url();
+    let servers = crate::credentials::connect_urls(&settings.nats);
+    let client = tokio::time::timeout(timeout, opts.connect(servers))
         .await
-        .map_err(|_| format!("no connection to {} within {timeout:?}", settings.nats.url))?
-        .map_err(|e| format!("cannot connect to {}: {e}", settings.nats.url))?;
+        .map_err(|_| format!("no connection to {url} within {timeout:?}"))?
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let subject = format!("$SRV.PING.{}", settings.service.name);
     let reply = tokio::time::timeout(timeout, client.request(subject.clone(), "".into()))
         .await

@@ -60,7 +60,8 @@ pub fn plan_start(
         if !accept_stream_reset {
             return Err(ServiceError::JetStream(format!(
                 "the checkpoint has applied events up to sequence {last_applied_seq}, but stream \
-                 {stream} ends at sequence {last_seq}: the stream lost its tail or was recreated. \
+                 {stream} ends at sequence {last_seq}: the stream lost its tail or was recreated \
+                 (or the checkpoint was written in core mode by a version that did not record it). \
                  Set delivery.accept_stream_reset = true (RL_V2__DELIVERY__ACCEPT_STREAM_RESET=true) \
                  to keep the learned state and continue from the stream's next event"
             )));
@@ -191,6 +192,7 @@ pub fn consume(
     metrics: Arc<ServiceMetrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        crate::supervise::fault_point("jetstream_consumer");
         let mut next = start_seq;
         'consumers: while !shutdown.is_cancelled() {
             let config = consumer::pull::Config {

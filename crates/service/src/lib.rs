@@ -10,18 +10,23 @@
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod connect;
+pub mod credentials;
+pub mod decide;
 pub mod fault;
 pub mod health;
 pub mod inspect;
 pub mod jetstream;
 pub mod metrics;
+pub mod mode;
 pub mod prometheus;
 pub mod python_format;
 pub mod replay;
 mod serve;
 pub mod settings;
 pub mod shutdown;
+pub mod slow_consumer;
 pub mod source;
+pub mod supervise;
 pub mod telemetry;
 
 pub use serve::*;

@@ -27,6 +27,7 @@ impl Default for ServiceMetrics {
             last_checkpoint_seq: AtomicU64::default(),
             last_checkpoint_ms: AtomicU64::default(),
             checkpoint_requests: AtomicU64::default(),
+            slow_consumer_drops: AtomicU64::default(),
         }
     }
 }
@@ -49,6 +50,7 @@ pub struct ServiceMetrics {
     last_checkpoint_seq: AtomicU64,
     last_checkpoint_ms: AtomicU64,
     checkpoint_requests: AtomicU64,
+    slow_consumer_drops: AtomicU64,
 }
 
 /// A copy of the counters, as the stats endpoint reports them.
@@ -76,6 +78,9 @@ pub struct ServiceSnapshot {
     pub last_checkpoint_ms: u64,
     /// `rl_v2.checkpoint` requests received (concurrent ones share a write).
     pub checkpoint_requests: u64,
+    /// Messages the NATS client dropped because rl-v2 fell behind (slow consumer). A lower
+    /// bound: in an extreme flood the client's own event queue can overflow too.
+    pub slow_consumer_drops: u64,
 }
 
 impl ServiceMetrics {
@@ -125,6 +130,16 @@ impl ServiceMetrics {
             .store(took.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Counts a message the client dropped as a slow consumer.
+    pub fn slow_consumer_drop(&self) {
+        self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages dropped as a slow consumer so far.
+    pub fn slow_consumer_drops(&self) -> u64 {
+        self.slow_consumer_drops.load(Ordering::Relaxed)
+    }
+
     /// Counts a failed checkpoint.
     pub fn checkpoint_failed(&self) {
         self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +169,7 @@ impl ServiceMetrics {
             last_checkpoint_seq: get(&self.last_checkpoint_seq),
             last_checkpoint_ms: get(&self.last_checkpoint_ms),
             checkpoint_requests: get(&self.checkpoint_requests),
+            slow_consumer_drops: get(&self.slow_consumer_drops),
         }
     }
 }

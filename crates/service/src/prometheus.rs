@@ -211,6 +211,12 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
         "Events that aged out of the stream unapplied",
         s.events_lost,
     );
+    counter(
+        &mut r,
+        "slow_consumer_drops",
+        "Messages the NATS client dropped because rl-v2 fell behind",
+        s.slow_consumer_drops,
+    );
     counter(&mut r, "checkpoints", "Checkpoints written", s.checkpoints);
     counter(
         &mut r,

@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// JetStream is missing or refused something.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// A task of the service panicked; the service stopped (after its final checkpoint).
+    #[error("{0}")]
+    TaskFailed(String),
 }
 
 /// Start-up choices that are not settings.
@@ -152,22 +155,57 @@ pub async fn serve(
         Err(e) => tracing::warn!(error = %e, "could not remove a stale temporary checkpoint file"),
     }
     let mut engine = load_engine(&store, &settings.engine_config(), &options)?;
-    let Some(client) = connect::connect(&settings.nats, &shutdown).await? else {
+    let metrics = Arc::new(ServiceMetrics::default());
+    let Some(client) = connect::connect(&settings.nats, metrics.clone(), &shutdown).await? else {
         return Ok(());
     };
-    let metrics = Arc::new(ServiceMetrics::default());
+    let mut tasks = supervise::Tasks::default();
+    tasks.add(
+        "slow-consumer reporter",
+        slow_consumer::report(metrics.clone(), shutdown.clone()),
+    );
     let (source, consuming) = match settings.delivery.mode {
-        DeliveryMode::Core => (Source::core(&client, &settings.subjects).await?, None),
+        DeliveryMode::Core => {
+            mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
+            (Source::core(&client, &settings.subjects).await?, None)
+        }
         DeliveryMode::Jetstream => {
             let js = async_nats::jetstream::new(client.clone());
             let mut stream = jetstream::prepare_stream(
                 &js,
-                &settings.nats.url,
+                &settings.nats.redacted_url(),
                 &settings.delivery,
                 &settings.subjects,
             )
             .await?;
             let (first, last) = jetstream::bounds(&mut stream).await?;
+            let dir = &settings.checkpoint.dir;
+            let switch = mode::jetstream_start(
+                mode::read(dir).as_ref(),
+                engine.last_applied_seq(),
+                last,
+                settings.delivery.accept_stream_reset,
+                &settings.delivery.stream,
+                dir,
+            )?;
+            if let mode::Switch::FromCore { last_seq } = switch {
+                tracing::warn!(
+                    core_seq = engine.last_applied_seq(),
+                    stream_last_seq = last_seq,
+                    "the checkpoint was written in core mode; accepted by delivery.accept_stream_reset: keeping the learned state and consuming from the stream's next event"
+                );
+                engine.state_mut().last_applied_seq = last_seq;
+                // The checkpoint says where in the stream to resume before the record says
+                // JetStream, so a crash mid-switch never applies the stream's older events.
+                let written = store.write(engine.state())?;
+                tracing::info!(path = %written.display(), "checkpoint rewritten at the stream's end");
+            }
+            mode::write(
+                dir,
+                &mode::ModeRecord::Jetstream {
+                    stream: settings.delivery.stream.clone(),
+                },
+            )?;
             let plan = jetstream::plan_start(
                 engine.last_applied_seq(),
                 first,
@@ -228,6 +266,12 @@ pub async fn serve(
         .endpoint("checkpoint")
         .await
         .map_err(|e| ServiceError::Nats(format!("endpoint {name}.checkpoint: {e}")))?;
+    let decide_endpoint = group
+        .endpoint_builder()
+        .name("decide")
+        .add("decide.>")
+        .await
+        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.decide.>: {e}")))?;
     tracing::info!(
         mode = ?settings.delivery.mode,
         service = %name,
@@ -248,8 +292,33 @@ pub async fn serve(
             )
         }
     };
+    if let Some(task) = metrics_task {
+        tasks.add("metrics endpoint", task);
+    }
+    if let Some(task) = consuming {
+        tasks.add("JetStream consumer", task);
+    }
+
+    let decide_timeout = std::time::Duration::from_secs_f64(settings.delivery.decide_timeout_secs);
+    let decide_context = decide::Context {
+        client: client.clone(),
+        mode: settings.delivery.mode,
+        stream: settings.delivery.stream.clone(),
+        subjects: settings.subjects.clone(),
+        prefix: format!("{name}.decide."),
+        timeout: decide_timeout,
+        waiters: Arc::default(),
+    };
+    let waiters = decide_context.waiters.clone();
+    tasks.add(
+        "decide endpoint",
+        decide::serve(decide_endpoint, decide_context, shutdown.clone()),
+    );
 
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
+    event_loop.waiters = waiters;
+    // The first task that panics: the service then stops, and exits with an error.
+    let mut failed: Option<String> = None;
     let mut source = source;
     let mut draining = false;
     // Armed when shutdown starts: how long to wait for messages already sent to us.
@@ -275,21 +344,50 @@ pub async fn serve(
             Some(reply_to) = scrapes.recv() => {
                 let _ = reply_to.send(event_loop.stats());
             }
+            Some(ended) = tasks.next(), if !tasks.is_empty() => {
+                if let Some(panic) = ended.panicked() {
+                    tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked; stopping");
+                    failed.get_or_insert(format!("the {} task panicked: {panic}", ended.name));
+                    shutdown.cancel();
+                }
+            }
             _ = &mut drain_deadline, if draining => {
                 tracing::warn!("in-flight events did not arrive within {:?}; stopping", source::DRAIN_TIMEOUT);
                 break;
             }
         }
     }
-    if let Some(task) = consuming {
-        let _ = task.await;
-    }
-    if let Some(task) = metrics_task {
-        let _ = task.await;
+    // The loop also ends when the source does (its task ended): stop everything else too.
+    shutdown.cancel();
+    while let Some(ended) = tasks.next().await {
+        if let Some(panic) = ended.panicked() {
+            tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked");
+            failed.get_or_insert(format!("the {} task panicked: {panic}", ended.name));
+        }
     }
     tracing::info!("events drained; flushing and writing the final checkpoint");
     let _ = service.stop().await;
-    event_loop.finish().await
+    event_loop.finish().await?;
+    match failed {
+        Some(reason) => Err(ServiceError::TaskFailed(reason)),
+        None => Ok(()),
+    }
+}
+
+/// The reply to a request whose event caused no decision (a close): what it caused.
+fn close_answer(seq: u64, symbol: &str, updates: u64) -> Bytes {
+    let answer = serde_json::json!({
+        "event_seq": seq,
+        "symbol": symbol,
+        "updates_applied": updates,
+    });
+    Bytes::from(answer.to_string())
+}
+
+/// The reply to a request whose event was rejected.
+fn rejection_answer(error: &DecodeError) -> Bytes {
+    let answer = serde_json::json!({"error": error.to_string(), "reason": error.code()});
+    Bytes::from(answer.to_string())
 }
 
 /// The task that owns the engine: decodes, applies, publishes, acks, and hands snapshots to
@@ -301,6 +399,8 @@ pub struct EventLoop {
     metrics: Arc<ServiceMetrics>,
     checkpointer: Checkpointer,
     next_checkpoint_at: u64,
+    /// Decide requests waiting for the outcome of their stream sequence.
+    pub waiters: Arc<decide::Waiters>,
 }
 
 impl EventLoop {
@@ -321,6 +421,7 @@ impl EventLoop {
             metrics,
             checkpointer,
             next_checkpoint_at,
+            waiters: Arc::default(),
         }
     }
 
@@ -338,6 +439,11 @@ impl EventLoop {
             .engine
             .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
         let rejected = matches!(outcome, Outcome::Rejected(_));
+        // A decide request waits for this message's outcome.
+        let decide_seq = match &msg.delivery {
+            Delivery::JetStream { seq, message } if decide::requested(message) => Some(*seq),
+            _ => None,
+        };
         match outcome {
             Outcome::AlreadyApplied => {
                 self.metrics.duplicate_skipped();
@@ -358,16 +464,23 @@ impl EventLoop {
                     (decisions.is_empty(), &msg.delivery)
                 {
                     // A close has no decision; a request for one learns what it caused.
-                    let answer = serde_json::json!({
-                        "event_seq": seq,
-                        "symbol": symbol,
-                        "updates_applied": updates,
-                    });
-                    self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
-                        .await;
+                    let answer = close_answer(seq, &symbol, updates);
+                    self.publish(reply.to_string(), answer, None).await;
+                }
+                if let Some(seq) = decide_seq {
+                    let answer = match decisions.first() {
+                        Some(d) => Bytes::from(serde_json::to_vec(d).unwrap_or_default()),
+                        None => close_answer(seq, &symbol, updates),
+                    };
+                    self.waiters.deliver(seq, answer);
                 }
             }
-            Outcome::Rejected(error) => self.dead_letter(&msg, seq, &error).await,
+            Outcome::Rejected(error) => {
+                self.dead_letter(&msg, seq, &error).await;
+                if let Some(seq) = decide_seq {
+                    self.waiters.deliver(seq, rejection_answer(&error));
+                }
+            }
         }
         if let Delivery::JetStream { message, .. } = &msg.delivery {
             // A rejected message is terminated so it is never redelivered.
@@ -471,8 +584,7 @@ impl EventLoop {
             self.metrics.dead_letter();
         }
         if let Delivery::Core { reply: Some(reply) } = &msg.delivery {
-            let answer = serde_json::json!({"error": error.to_string(), "reason": error.code()});
-            self.publish(reply.to_string(), Bytes::from(answer.to_string()), None)
+            self.publish(reply.to_string(), rejection_answer(error), None)
                 .await;
         }
     }

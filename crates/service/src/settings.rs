@@ -46,6 +46,92 @@ pub enum SettingsError {
     },
 }
 
+/// Longest pause between start-up connection attempts: an hour.
+const MAX_RETRY_SECS: f64 = 3600.0;
+/// Longest JetStream ack wait: a day.
+const MAX_ACK_WAIT_SECS: f64 = 86_400.0;
+/// Longest wait of a decide request: ten minutes.
+const MAX_DECIDE_TIMEOUT_SECS: f64 = 600.0;
+/// Longest pacing between periodic checkpoints: a day.
+const MAX_CHECKPOINT_INTERVAL_SECS: f64 = 86_400.0;
+/// Longest reward window or stream age: ten years.
+const MAX_WINDOW_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+/// Most messages buffered per subscription.
+const MAX_SUBSCRIPTION_CAPACITY: usize = 16 * 1024 * 1024;
+/// The level names a log filter accepts.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The sane range of a duration setting, in seconds.
+struct DurationRange {
+    min: f64,
+    min_inclusive: bool,
+    max: f64,
+}
+
+impl DurationRange {
+    /// Above zero, at most `max`.
+    fn positive(max: f64) -> Self {
+        Self {
+            min: 0.0,
+            min_inclusive: false,
+            max,
+        }
+    }
+
+    /// From `min` to `max`, both included.
+    fn from(min: f64, max: f64) -> Self {
+        Self {
+            min,
+            min_inclusive: true,
+            max,
+        }
+    }
+
+    fn check(&self, key: &str, value: f64) -> Result<(), SettingsError> {
+        let above_min = if self.min_inclusive {
+            value >= self.min
+        } else {
+            value > self.min
+        };
+        if value.is_finite() && above_min && value <= self.max {
+            return Ok(());
+        }
+        let low = if self.min_inclusive { "[" } else { "(" };
+        Err(invalid(
+            key,
+            format!(
+                "must be a number of seconds in {low}{}, {}], got {value}",
+                self.min, self.max
+            ),
+        ))
+    }
+}
+
+/// Checks a log filter: comma-separated directives, each a level (`info`) or `target=level`.
+/// `tracing`'s own parser takes a bare word such as `verbose` for a target name and silences
+/// every other log, so a bare word must be a level here.
+fn check_level_filter(filter: &str) -> Result<(), String> {
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((_, level)) => level,
+            None => directive,
+        };
+        if !is_level(level) {
+            return Err(format!(
+                "`{directive}` is not a level: use one of {} (or target=level)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    if filter.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("`{filter}` is not a level filter: {e}"))
+}
+
 fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key: key.into(),
@@ -109,6 +195,8 @@ pub struct NatsSettings {
     pub tls_key: String,
     /// Seconds between connection attempts at start-up.
     pub connect_retry_secs: f64,
+    /// Messages the client buffers per subscription before it drops (a slow consumer).
+    pub subscription_capacity: usize,
 }
 
 /// Subjects consumed and published.
@@ -130,7 +218,13 @@ pub struct Subjects {
 }
 
 impl NatsSettings {
-    /// The server URLs of `url`, split on commas.
+    /// `url` with its secrets replaced by `***`: the form every log line and message shows.
+    pub fn redacted_url(&self) -> String {
+        crate::service::credentials::redact(&self.url)
+    }
+
+    /// The server URLs of `url`, split on commas, as written (credentials included: never log
+    /// them; see [`Self::redacted_url`]).
     pub fn servers(&self) -> Vec<String> {
         self.url
             .split(',')
@@ -187,6 +281,8 @@ pub struct DeliverySettings {
     pub ack_wait_secs: f64,
     /// Start even when the checkpoint is ahead of the stream.
     pub accept_stream_reset: bool,
+    /// Longest wait, in seconds, of a `<service>.decide.<subject>` request for its decision.
+    pub decide_timeout_secs: f64,
 }
 
 /// Hyperparameters and seed.
@@ -372,13 +468,19 @@ impl Settings {
         {
             return Err(invalid(
                 "nats.url",
-                format!("`{bad}` is not a NATS server URL"),
+                format!(
+                    "`{}` is not a NATS server URL",
+                    crate::service::credentials::redact(bad)
+                ),
             ));
         }
-        if !(self.nats.connect_retry_secs.is_finite() && self.nats.connect_retry_secs > 0.0) {
+        if let Err(e) = crate::service::credentials::resolve(&self.nats) {
+            return Err(invalid(e.key, e.problem));
+        }
+        if !(1..=MAX_SUBSCRIPTION_CAPACITY).contains(&self.nats.subscription_capacity) {
             return Err(invalid(
-                "nats.connect_retry_secs",
-                "must be a positive number",
+                "nats.subscription_capacity",
+                format!("must be between 1 and {MAX_SUBSCRIPTION_CAPACITY}"),
             ));
         }
         if self.nats.tls_cert.is_empty() != self.nats.tls_key.is_empty() {
@@ -417,15 +519,39 @@ impl Settings {
                 "must be 1 to 5 (JetStream's limit)",
             ));
         }
-        if !(self.delivery.ack_wait_secs.is_finite() && self.delivery.ack_wait_secs >= 1.0) {
-            return Err(invalid("delivery.ack_wait_secs", "must be at least 1"));
-        }
-        if !(self.checkpoint.min_interval_secs.is_finite()
-            && self.checkpoint.min_interval_secs >= 0.0)
-        {
-            return Err(invalid(
+        for (key, value, range) in [
+            (
+                "nats.connect_retry_secs",
+                self.nats.connect_retry_secs,
+                DurationRange::positive(MAX_RETRY_SECS),
+            ),
+            (
+                "delivery.ack_wait_secs",
+                self.delivery.ack_wait_secs,
+                DurationRange::from(1.0, MAX_ACK_WAIT_SECS),
+            ),
+            (
+                "delivery.decide_timeout_secs",
+                self.delivery.decide_timeout_secs,
+                DurationRange::positive(MAX_DECIDE_TIMEOUT_SECS),
+            ),
+            (
                 "checkpoint.min_interval_secs",
-                "must be a number >= 0",
+                self.checkpoint.min_interval_secs,
+                DurationRange::from(0.0, MAX_CHECKPOINT_INTERVAL_SECS),
+            ),
+            (
+                "market.reward_window_secs",
+                self.market.reward_window_secs,
+                DurationRange::positive(MAX_WINDOW_SECS),
+            ),
+        ] {
+            range.check(key, value)?;
+        }
+        if self.delivery.stream_max_age_secs as f64 > MAX_WINDOW_SECS {
+            return Err(invalid(
+                "delivery.stream_max_age_secs",
+                format!("must be at most {MAX_WINDOW_SECS} (0 for no limit)"),
             ));
         }
         if self.checkpoint.every_updates == 0 {
@@ -455,11 +581,8 @@ impl Settings {
                 "must be host:port, like 0.0.0.0:9464",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!("`{}` is not a level filter", self.log.level),
-            ));
+        if let Err(problem) = check_level_filter(&self.log.level) {
+            return Err(invalid("log.level", problem));
         }
         self.engine_config()
             .validate()
