@@ -53,10 +53,11 @@ pub fn start_cluster() -> NatsCluster {
 }
 
 /// Connects a test client that reconnects quickly.
+/// `url` may list several servers, comma-separated, as `nats.url` does.
 pub async fn client(url: &str) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         .reconnect_delay_callback(|_| Duration::from_millis(100))
-        .connect(url)
+        .connect(url.split(',').collect::<Vec<_>>())
         .await
         .expect("test client connects")
 }
