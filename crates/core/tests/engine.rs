@@ -377,7 +377,7 @@ fn expected_code(note: &str) -> &'static str {
 fn every_fixture_is_accepted_or_rejected_as_marked() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/events.jsonl"
+        "/../../tests/fixtures/events.jsonl"
     ))
     .unwrap();
     let mut engine = Engine::new(EngineConfig::default());
