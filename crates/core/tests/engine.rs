@@ -9,8 +9,8 @@ use rl_v2_core::engine::{Engine, EngineConfig, EngineState};
 use rl_v2_core::event::{decode, Event, EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
 
 /// The checkpoint bytes of a state (what the service writes).
-fn encode(state: &EngineState) -> Vec<u8> {
-    serde_json::to_vec(state).expect("engine state serializes")
+fn encode(state: &EngineState) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(state)
 }
 
 const T0: f64 = 1_764_633_600.0;

@@ -20,13 +20,14 @@
 //!   `q_table`, `epsilon` and `update_count`, ignores), and start-up imports only tables without
 //!   it: rl-v2's own copies are outputs, never inputs.
 
+use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use crate::python_format::PythonTable;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState, StateError};
-pub use crate::python_format::PythonTable;
 
 /// File name of the engine checkpoint.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::fault::FaultPoints;
 use crate::checkpoint::CheckpointStore;
+use crate::fault::FaultPoints;
 use crate::metrics::ServiceMetrics;
 use rl_v2_core::engine::EngineState;
 

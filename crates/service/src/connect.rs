@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credentials::{self, Credentials};
 use crate::metrics::ServiceMetrics;
-use crate::ServiceError;
 use crate::settings::NatsSettings;
 use crate::ServiceError;
 

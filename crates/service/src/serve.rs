@@ -22,7 +22,9 @@ use crate::checkpointer::Checkpointer;
 use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::settings::{DeliveryMode, Settings};
 use crate::source::{Delivery, Inbound, Source};
-use crate::{connect, jetstream, prometheus, source};
+use crate::{
+    connect, decide, fault, jetstream, mode, prometheus, slow_consumer, source, supervise,
+};
 use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineStats, Outcome};

@@ -220,7 +220,7 @@ pub struct Subjects {
 impl NatsSettings {
     /// `url` with its secrets replaced by `***`: the form every log line and message shows.
     pub fn redacted_url(&self) -> String {
-        crate::service::credentials::redact(&self.url)
+        crate::credentials::redact(&self.url)
     }
 
     /// The server URLs of `url`, split on commas, as written (credentials included: never log
@@ -470,11 +470,11 @@ impl Settings {
                 "nats.url",
                 format!(
                     "`{}` is not a NATS server URL",
-                    crate::service::credentials::redact(bad)
+                    crate::credentials::redact(bad)
                 ),
             ));
         }
-        if let Err(e) = crate::service::credentials::resolve(&self.nats) {
+        if let Err(e) = crate::credentials::resolve(&self.nats) {
             return Err(invalid(e.key, e.problem));
         }
         if !(1..=MAX_SUBSCRIPTION_CAPACITY).contains(&self.nats.subscription_capacity) {

@@ -182,7 +182,7 @@ fn py_round2(value: f64) -> String {
 
 /// Python's `repr(float)`: shortest round-trip digits, `.0` on integral values, and
 /// scientific notation from 1e16 up.
-pub(crate) fn py_float_repr(value: f64) -> String {
+pub fn py_float_repr(value: f64) -> String {
     if !value.is_finite() {
         return if value.is_nan() {
             "NaN".into()
