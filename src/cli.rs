@@ -104,8 +104,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Summarise a checkpoint: states visited, updates, epsilon, pending decisions, and the top
-    /// actions of the most-visited states.
+    /// Summarise a checkpoint: states visited, updates, epsilon, pending decisions, and for the
+    /// most-visited states (then imported ones) the greedy action and the top actions.
     ///
     /// Exits 1 when there is no readable checkpoint.
     Inspect {
@@ -309,11 +309,13 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             json,
         } => {
             let store = CheckpointStore::new(dir.unwrap_or(settings.checkpoint.dir.clone()));
-            let state = store
-                .read()
+            // Loaded with the settings, so greedy choices use the allowed actions and the
+            // update semantics the service would use.
+            let engine = store
+                .load(&settings.engine_config())
                 .map_err(fail)?
                 .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
-            let summary = rl_v2_service::inspect::summarize(&state, states, actions);
+            let summary = rl_v2_service::inspect::summarize(engine.state(), states, actions);
             print_json_or(json, &summary, || rl_v2_service::inspect::render(&summary));
             Ok(())
         }

@@ -12,15 +12,22 @@ pub struct ActionValue {
     pub action: String,
     /// Q-value.
     pub q: f64,
+    /// Whether the row holds the action (it was updated there or imported); an untried action
+    /// counts 0.
+    pub stored: bool,
 }
 
-/// One often-visited state.
+/// One state of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StateSummary {
     /// State key.
     pub state: String,
-    /// Updates applied in it.
+    /// Updates applied in it since rl-v2 took over (0 for a state only imported).
     pub updates: u64,
+    /// Actions its row holds.
+    pub stored_actions: usize,
+    /// The action a greedy decision takes in it, with the agent's allowed actions.
+    pub greedy: String,
     /// Its best actions, best first.
     pub top_actions: Vec<ActionValue>,
 }
@@ -36,7 +43,8 @@ pub struct AgentSummary {
     pub updates: u64,
     /// Exploration rate.
     pub epsilon: f64,
-    /// The most-visited states.
+    /// The most-visited states, then (for tables imported from the Python version, which do
+    /// not record visits) the states with the most stored actions.
     pub most_visited: Vec<StateSummary>,
 }
 
@@ -64,23 +72,48 @@ pub struct Summary {
 fn agent_summary(agent: &Agent, states: usize, actions: usize) -> AgentSummary {
     let q = agent.q();
     let kind = agent.kind();
-    let most_visited = q
-        .most_visited(states)
+    let stored_count =
+        |state: &String, row: &Vec<f64>| q.stored_actions(state).map_or(row.len(), <[u32]>::len);
+    // Visited states first, most visits first; then states with no recorded visit (imported),
+    // most stored actions first; ties in key order.
+    let mut ranked_states: Vec<(&String, u64, usize)> = q
+        .table()
+        .iter()
+        .map(|(state, row)| (state, q.visits(state), stored_count(state, row)))
+        .collect();
+    ranked_states.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| b.2.cmp(&a.2))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    ranked_states.truncate(states);
+    let most_visited = ranked_states
         .into_iter()
-        .map(|(state, updates)| {
-            let mut ranked: Vec<(usize, f64)> = q
-                .table()
-                .get(state)
-                .map(|row| row.iter().copied().enumerate().collect())
-                .unwrap_or_default();
+        .map(|(state, updates, stored_actions)| {
+            let row = q.table().get(state).cloned().unwrap_or_default();
+            let is_stored = |i: usize| {
+                q.stored_actions(state)
+                    .is_none_or(|s| s.contains(&(i as u32)))
+            };
+            let mut ranked: Vec<(usize, f64)> = row.iter().copied().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             StateSummary {
                 state: state.clone(),
                 updates,
+                stored_actions,
+                greedy: kind
+                    .action_key(q.greedy(state, agent.allowed()))
+                    .unwrap_or_default(),
                 top_actions: ranked
                     .into_iter()
                     .take(actions)
-                    .filter_map(|(i, q)| kind.action_key(i).map(|action| ActionValue { action, q }))
+                    .filter_map(|(i, q)| {
+                        kind.action_key(i).map(|action| ActionValue {
+                            action,
+                            q,
+                            stored: is_stored(i),
+                        })
+                    })
                     .collect(),
             }
         })
@@ -148,19 +181,28 @@ pub fn render(s: &Summary) -> String {
             .unwrap_or(5)
             .max(5);
         out.push_str(&format!(
-            "  {:<width$}  {:>7}  top actions (Q)\n",
-            "state", "updates"
+            "  {:<width$}  {:>7}  {:>6}  greedy; top actions (Q, * = untried)\n",
+            "state", "updates", "stored"
         ));
         for v in &a.most_visited {
             let actions: Vec<String> = v
                 .top_actions
                 .iter()
-                .map(|x| format!("{} ({:.4})", x.action, x.q))
+                .map(|x| {
+                    format!(
+                        "{} ({:.4}{})",
+                        x.action,
+                        x.q,
+                        if x.stored { "" } else { "*" }
+                    )
+                })
                 .collect();
             out.push_str(&format!(
-                "  {:<width$}  {:>7}  {}\n",
+                "  {:<width$}  {:>7}  {:>6}  {}; {}\n",
                 v.state,
                 v.updates,
+                v.stored_actions,
+                v.greedy,
                 actions.join(", ")
             ));
         }
@@ -201,5 +243,31 @@ mod tests {
         assert!(top.top_actions[0].q > 0.0);
         let text = render(&s);
         assert!(text.contains("meta_strategy: ") && text.contains(&top.state));
+        assert_eq!(top.greedy, top.top_actions[0].action);
+    }
+
+    #[test]
+    fn imported_states_are_listed_with_their_greedy_action() {
+        let mut e = Engine::new(EngineConfig::default());
+        let q = e.state_mut().meta.q_mut();
+        q.insert_stored("few".into(), &[(3, -0.5)]).unwrap();
+        q.insert_stored("many".into(), &[(0, -0.2), (1, 0.4)])
+            .unwrap();
+        let s = summarize(e.state(), 5, 2);
+        let listed: Vec<&str> = s
+            .meta
+            .most_visited
+            .iter()
+            .map(|v| v.state.as_str())
+            .collect();
+        assert_eq!(listed, ["many", "few"]);
+        let many = &s.meta.most_visited[0];
+        assert_eq!((many.updates, many.stored_actions), (0, 2));
+        assert_eq!(many.greedy, "dual_momentum|lstm|0.75");
+        // Every untried action counts 0, above the stored -0.5: the greedy choice is action 0.
+        let few = &s.meta.most_visited[1];
+        assert_eq!(few.greedy, "dual_momentum|lstm|0.5");
+        assert!(!few.top_actions[0].stored);
+        assert!(render(&s).contains("(0.0000*)"));
     }
 }
