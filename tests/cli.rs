@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use futures::StreamExt;
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -23,7 +24,9 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Events with their own timestamps, so the transport's clock plays no part.
+/// Events with their own timestamps, far from the transport's clock (so they are clamped), a
+/// rejected one, and a position left open at the end, so the transport times are in the
+/// checkpoint.
 fn timed_events() -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for i in 0..60 {
@@ -47,33 +50,69 @@ fn timed_events() -> Vec<(&'static str, String)> {
         ));
     }
     out.push(("POSITION_CLOSED", "not json".to_string()));
+    out.push((
+        "PREDICTION_GENERATED",
+        r#"{"symbol":"LAST","confidence":0.5,"timestamp":1764633600}"#.to_string(),
+    ));
+    out.push(("TRADE_EXECUTED", r#"{"symbol":"LAST"}"#.to_string()));
     out
+}
+
+/// The stream's messages as a replay log: subject, payload, and what the transport added (the
+/// stream sequence and the message time, read as the service reads them).
+async fn stream_as_log(client: &async_nats::Client, n: usize) -> Vec<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("RL_V2_EVENTS").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let message = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .expect("the stream delivers")
+            .unwrap()
+            .unwrap();
+        let info = message.info().unwrap();
+        lines.push(
+            serde_json::json!({
+                "subject": message.subject.as_str(),
+                "payload": String::from_utf8(message.payload.to_vec()).unwrap(),
+                "seq": info.stream_sequence,
+                "received_at": info.published.unix_timestamp_nanos() as f64 / 1e9,
+            })
+            .to_string(),
+        );
+    }
+    lines
 }
 
 #[tokio::test]
 async fn replay_writes_the_checkpoint_the_service_writes_for_the_same_events() {
-    let server = NatsServer::start(false);
+    let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server.url()).await;
-    let mut service = Service::start(
-        &server.url(),
-        &dir.path().join("served"),
-        &[("RL_V2__DELIVERY__MODE", "core")],
-    );
+    let mut service = Service::start(&server.url(), &dir.path().join("served"), &[]);
     service.ready(&client).await;
     let events = timed_events();
     for (subject, payload) in &events {
-        // One at a time: core mode keeps no order across subjects.
-        request(&client, subject, payload.clone()).await;
+        client
+            .publish(subject.to_string(), payload.clone().into())
+            .await
+            .unwrap();
     }
+    client.flush().await.unwrap();
+    stats_until(&client, |s| s["last_applied_seq"] == events.len()).await;
     service.signal("TERM");
     assert!(service.wait().await.success());
 
     let log = dir.path().join("events.jsonl");
-    let lines: Vec<String> = events
-        .iter()
-        .map(|(s, p)| serde_json::json!({"subject": s, "payload": p}).to_string())
-        .collect();
+    let lines = stream_as_log(&client, events.len()).await;
     std::fs::write(&log, lines.join("\n")).unwrap();
     let out_dir = dir.path().join("replayed");
     let out = rl_v2(
@@ -88,7 +127,7 @@ async fn replay_writes_the_checkpoint_the_service_writes_for_the_same_events() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["applied"], 180);
+    assert_eq!(summary["applied"], 182);
     assert_eq!(summary["rejected"]["invalid_json"], 1);
     let served = std::fs::read(dir.path().join("served/checkpoint.json")).unwrap();
     let replayed = std::fs::read(out_dir.join("checkpoint.json")).unwrap();
@@ -101,7 +140,7 @@ async fn replay_writes_the_checkpoint_the_service_writes_for_the_same_events() {
     assert!(
         t.contains("meta_strategy: ")
             && t.contains("position_sizing: ")
-            && t.contains("last_applied_seq 181"),
+            && t.contains("last_applied_seq 183"),
         "{t}"
     );
     let json = rl_v2(
@@ -119,6 +158,46 @@ async fn replay_writes_the_checkpoint_the_service_writes_for_the_same_events() {
     assert_eq!(v["meta"]["updates"], 60);
     assert_eq!(v["meta"]["most_visited"].as_array().unwrap().len(), 2);
     assert_eq!(v["counters"]["rejects"]["invalid_json"], 1);
+}
+
+#[test]
+fn replaying_a_log_without_seq_twice_applies_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let lines: Vec<String> = timed_events()
+        .iter()
+        .map(|(s, p)| serde_json::json!({"subject": s, "payload": p}).to_string())
+        .collect();
+    std::fs::write(&log, lines.join("\n")).unwrap();
+    let out_dir = dir.path().join("data");
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            log.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = rl_v2(&args, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = replay(&[]);
+    assert_eq!(first["applied"], 182);
+    let checkpoint = std::fs::read(out_dir.join("checkpoint.json")).unwrap();
+    let second = replay(&[]);
+    assert_eq!(second["applied"], 0);
+    assert_eq!(second["already_applied"], 183);
+    assert_eq!(
+        std::fs::read(out_dir.join("checkpoint.json")).unwrap(),
+        checkpoint,
+        "a second replay changes nothing"
+    );
+    // Continuing with another log is a choice made explicitly.
+    let third = replay(&["--after-checkpoint"]);
+    assert_eq!(third["applied"], 182);
+    assert_eq!(third["already_applied"], 0);
 }
 
 #[test]

@@ -173,6 +173,35 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
         "Closes with no decision to reward",
         c.closes_without_decision,
     );
+    for (name, help, value) in [
+        (
+            "timestamps_clamped",
+            "Event timestamps clamped into the allowed skew of the transport's time",
+            c.timestamps_clamped,
+        ),
+        (
+            "rewards_clamped",
+            "Rewards clamped to plausibility.max_abs_reward",
+            c.rewards_clamped,
+        ),
+        (
+            "evicted_symbols",
+            "Market contexts dropped at limits.max_symbols",
+            c.evicted_symbols,
+        ),
+        (
+            "evicted_pending",
+            "Pending meta decisions dropped at limits.max_pending_decisions",
+            c.evicted_pending,
+        ),
+        (
+            "evicted_positions",
+            "Open positions dropped at limits.max_open_positions",
+            c.evicted_positions,
+        ),
+    ] {
+        counter(&mut r, name, help, value);
+    }
     let s = &stats.service;
     counter_family(
         &mut r,
