@@ -8,7 +8,7 @@ mod common;
 
 use async_nats::jetstream;
 use common::*;
-use rl_v2::checkpoint::WRITE_STEPS;
+use rl_v2_service::checkpoint::WRITE_STEPS;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,17 +2,17 @@
 //! state keys and rewards case by case, imported tables and their greedy choices, and the tables
 //! rl-v2 writes read back with the original's key format.
 
-use rl_v2::checkpoint::{
+use rl_v2_service::checkpoint::{
     import_python_tables, CheckpointStore, META_TABLE_FILE, SIZING_TABLE_FILE,
 };
-use rl_v2::domain::agent::AgentKind;
-use rl_v2::domain::market::{EquityCurve, Regime, WinRateTracker};
-use rl_v2::domain::python_compat as py;
-use rl_v2::domain::reward::RewardWeights;
-use rl_v2::domain::state::{Discretizer, MetaState, SizingState};
-use rl_v2::engine::{Engine, EngineConfig, Outcome};
-use rl_v2::event::EventKind;
-use rl_v2::python_format::{python_action_key, PythonTable};
+use rl_v2_core::domain::agent::AgentKind;
+use rl_v2_core::domain::market::{EquityCurve, Regime, WinRateTracker};
+use rl_v2_core::domain::python_compat as py;
+use rl_v2_core::domain::reward::RewardWeights;
+use rl_v2_core::domain::state::{Discretizer, MetaState, SizingState};
+use rl_v2_core::engine::{Engine, EngineConfig, Outcome};
+use rl_v2_core::event::EventKind;
+use rl_v2_service::python_format::{python_action_key, PythonTable};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -343,7 +343,7 @@ fn imported_tables_choose_the_original_argmax_in_every_state() {
                 kind.as_str()
             );
             // The decision path: with exploration off, selection is the greedy choice.
-            let mut rng = rl_v2::domain::qlearning::decision_rng(1, 0, 1);
+            let mut rng = rl_v2_core::domain::qlearning::decision_rng(1, 0, 1);
             let mut frozen = agent.clone();
             frozen.q_mut().restore_schedule(0.0, 300);
             assert_eq!(frozen.select(state, &mut rng).action, expected);
