@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::capacity::{Capacity, Recency};
+pub use crate::audit::Outcome;
+use crate::audit::{RewardParts, Tally, Update};
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
 use crate::domain::agent::{Agent, AgentKind, AgentStats};
@@ -337,30 +339,14 @@ pub enum StateError {
     Inconsistent(String),
 }
 
-/// What one raw message did to the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The event was applied.
-    Applied {
-        /// Upper-cased symbol of the event.
-        symbol: String,
-        /// Decisions it made.
-        decisions: Vec<Decision>,
-        /// Q-updates it caused.
-        updates: u64,
-    },
-    /// The payload did not decode; the reject is counted under its reason code.
-    Rejected(DecodeError),
-    /// The sequence number was applied already; nothing changed.
-    AlreadyApplied,
-}
-
 /// The engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     config: EngineConfig,
     state: EngineState,
     ages: Ages,
+    /// The Q-updates of the event being applied, handed out in its [`Outcome`].
+    journal: Vec<Update>,
 }
 
 /// Which entry of each per-symbol map is oldest: derived from the state, rebuilt on load.
@@ -430,6 +416,7 @@ impl Engine {
             config,
             state,
             ages: Ages::default(),
+            journal: Vec::new(),
         }
     }
 
@@ -483,6 +470,7 @@ impl Engine {
             config,
             state,
             ages,
+            journal: Vec::new(),
         })
     }
 
@@ -594,12 +582,13 @@ impl Engine {
         });
         match admitted {
             Ok(event) => {
-                let before = self.updates();
+                let before = Tally::reading(&self.state.counters);
                 let decisions = self.apply_admitted(seq, &event);
                 Outcome::Applied {
                     symbol: event.symbol,
                     decisions,
-                    updates: self.updates() - before,
+                    updates: std::mem::take(&mut self.journal),
+                    tally: Tally::reading(&self.state.counters).since(before),
                 }
             }
             Err(error) => {
@@ -644,6 +633,7 @@ impl Engine {
             return Vec::new();
         }
         self.state.last_applied_seq = seq;
+        self.journal.clear();
         let applied = {
             let n = self.state.counters.events.entry(event.kind()).or_default();
             *n += 1;
@@ -980,7 +970,15 @@ impl Engine {
             return;
         }
         if let Some(m) = meta {
-            let reward = if self.config.python_compat() {
+            let outcome = MetaOutcome {
+                pnl_pct: c.pnl_pct,
+                max_drawdown_pct: c.max_drawdown_pct,
+                sharpe: sharpe_signal(self.state.pnl_window.values()),
+                regime_at_decision: m.regime,
+                regime_at_close: market.regime,
+                confidence: m.confidence,
+            };
+            let raw_reward = if self.config.python_compat() {
                 let window: Vec<f64> = self.state.pnl_window.values().collect();
                 python_compat::meta_reward(
                     &self.config.rewards,
@@ -994,25 +992,34 @@ impl Engine {
                     },
                 )
             } else {
-                self.config.rewards.meta_reward(&MetaOutcome {
-                    pnl_pct: c.pnl_pct,
-                    max_drawdown_pct: c.max_drawdown_pct,
-                    sharpe: sharpe_signal(self.state.pnl_window.values()),
-                    regime_at_decision: m.regime,
-                    regime_at_close: market.regime,
-                    confidence: m.confidence,
-                })
+                self.config.rewards.meta_reward(&outcome)
             };
-            let reward = self.bounded(reward, &m.decision_id);
+            let reward = self.bounded(raw_reward, &m.decision_id);
             let next = self
                 .config
                 .discretizer
                 .meta_key(&self.meta_state(market, m.confidence));
             let result = self.state.meta.learn(&m.state_key, m.action, reward, &next);
-            self.count_update(&m.decision_id, result.is_ok());
+            self.record_update(Update {
+                agent: AgentKind::MetaStrategy,
+                decision_id: m.decision_id,
+                state_key: m.state_key,
+                action: m.action,
+                raw_reward,
+                reward,
+                parts: RewardParts::meta(&outcome),
+                next_state_key: Some(next),
+                applied: result.is_ok(),
+            });
         }
         if let Some(z) = sizing {
-            let reward = if self.config.python_compat() {
+            let outcome = SizingOutcome {
+                pnl_pct: c.pnl_pct,
+                leverage: f64::from(z.leverage),
+                exposure: z.reward_exposure,
+                volatility: market.volatility,
+            };
+            let raw_reward = if self.config.python_compat() {
                 python_compat::sizing_reward(
                     &self.config.rewards,
                     c.pnl_pct,
@@ -1021,14 +1028,9 @@ impl Engine {
                     market.volatility,
                 )
             } else {
-                self.config.rewards.sizing_reward(&SizingOutcome {
-                    pnl_pct: c.pnl_pct,
-                    leverage: f64::from(z.leverage),
-                    exposure: z.reward_exposure,
-                    volatility: market.volatility,
-                })
+                self.config.rewards.sizing_reward(&outcome)
             };
-            let reward = self.bounded(reward, &z.decision_id);
+            let reward = self.bounded(raw_reward, &z.decision_id);
             let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
             let next = self.config.discretizer.sizing_key(&self.sizing_state(
                 z.confidence,
@@ -1039,7 +1041,17 @@ impl Engine {
                 .state
                 .sizing
                 .learn(&z.state_key, z.action, reward, &next);
-            self.count_update(&z.decision_id, result.is_ok());
+            self.record_update(Update {
+                agent: AgentKind::PositionSizing,
+                decision_id: z.decision_id,
+                state_key: z.state_key,
+                action: z.action,
+                raw_reward,
+                reward,
+                parts: RewardParts::sizing(&outcome),
+                next_state_key: Some(next),
+                applied: result.is_ok(),
+            });
         }
     }
 
@@ -1062,16 +1074,18 @@ impl Engine {
         bounded
     }
 
-    fn count_update(&mut self, decision_id: &str, applied: bool) {
-        if applied {
+    /// Counts an update and keeps its record for the event's [`Outcome`].
+    fn record_update(&mut self, update: Update) {
+        if update.applied {
             self.state.counters.updates += 1;
         } else {
             self.state.counters.refused_updates += 1;
             tracing::warn!(
-                decision_id,
+                decision_id = update.decision_id,
                 "Q-update refused: non-finite reward or Q-value"
             );
         }
+        self.journal.push(update);
     }
 
     /// Drops pending decisions and positions older than the reward window.

@@ -4,6 +4,7 @@
 //! * [`domain`]: the RL domain (actions, market tools, states, rewards, Q-learning, episodes,
 //!   agents);
 //! * [`event`] and [`decision`]: what comes in and what goes out;
+//! * [`audit`]: what one message did — decisions, Q-updates with their rewards, expiries;
 //! * [`engine`]: a deterministic state machine that applies events and holds all learned state,
 //!   bounded by [`plausibility`] (what an event may claim) and [`capacity`] (what it keeps).
 //!
@@ -11,6 +12,7 @@
 //! reads no clock and no global random generator. Time and sequence numbers come in with the
 //! events, so the same events always give the same decisions and the same bytes.
 
+pub mod audit;
 pub mod capacity;
 pub mod decision;
 pub mod domain;

@@ -47,7 +47,7 @@ fn close(engine: &mut Engine, symbol: &str, pnl_pct: &str, at: f64) -> Outcome {
 
 fn updates(outcome: &Outcome) -> u64 {
     match outcome {
-        Outcome::Applied { updates, .. } => *updates,
+        Outcome::Applied { updates, .. } => updates.iter().filter(|u| u.applied).count() as u64,
         other => panic!("not applied: {other:?}"),
     }
 }

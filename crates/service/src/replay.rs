@@ -143,7 +143,7 @@ pub fn replay(
             } => {
                 summary.applied += 1;
                 summary.decisions += decisions.len() as u64;
-                summary.updates += updates;
+                summary.updates += updates.iter().filter(|u| u.applied).count() as u64;
             }
             Outcome::Rejected(e) => {
                 *summary.rejected.entry(e.code().to_string()).or_default() += 1;

@@ -455,7 +455,9 @@ impl EventLoop {
                 symbol,
                 decisions,
                 updates,
+                ..
             } => {
+                let updates = updates.iter().filter(|u| u.applied).count() as u64;
                 for decision in &decisions {
                     self.publish_decision(decision, &msg.delivery).await;
                     self.metrics

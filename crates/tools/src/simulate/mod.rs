@@ -431,7 +431,10 @@ impl<'m> Desk<'m> {
         match engine.ingest(self.seq, kind, payload, time, DEFAULT_MAX_PAYLOAD_BYTES) {
             Outcome::Applied {
                 decisions, updates, ..
-            } => Some((decisions, updates)),
+            } => Some((
+                decisions,
+                updates.iter().filter(|u| u.applied).count() as u64,
+            )),
             Outcome::Rejected(_) | Outcome::AlreadyApplied => {
                 self.rejected += 1;
                 None

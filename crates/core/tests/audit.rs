@@ -1,0 +1,111 @@
+//! What `Engine::ingest` reports: every decision, every Q-update with its reward and the terms
+//! that made it, and the bookkeeping an event caused.
+
+use rl_v2_core::audit::{Outcome, Tally};
+use rl_v2_core::domain::agent::AgentKind;
+use rl_v2_core::domain::reward::RewardWeights;
+use rl_v2_core::engine::{Engine, EngineConfig};
+use rl_v2_core::event::{EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
+
+const T0: f64 = 1_764_633_600.0;
+const PRICES: &str = "[100.0,100.4,100.9,101.3,101.0,101.8,102.5,102.2,103.0,103.6,104.1,104.0]";
+
+fn feed(engine: &mut Engine, seq: u64, kind: EventKind, raw: &str, at: f64) -> Outcome {
+    engine.ingest(seq, kind, raw.as_bytes(), at, DEFAULT_MAX_PAYLOAD_BYTES)
+}
+
+#[test]
+fn a_close_reports_each_update_with_its_reward_and_the_terms_that_made_it() {
+    let mut engine = Engine::new(EngineConfig::default());
+    let w = RewardWeights::default();
+    let prediction = format!(r#"{{"symbol":"BTCUSDT","confidence":0.8,"price_history":{PRICES}}}"#);
+    let Outcome::Applied { decisions, .. } =
+        feed(&mut engine, 1, EventKind::PredictionGenerated, &prediction, T0)
+    else {
+        panic!("prediction applied")
+    };
+    let meta_id = decisions[0].decision_id.clone();
+    let trade = r#"{"symbol":"BTCUSDT","position_size_usd":1500,"account_balance":10000}"#;
+    let Outcome::Applied { decisions, .. } =
+        feed(&mut engine, 2, EventKind::TradeExecuted, trade, T0 + 1.0)
+    else {
+        panic!("trade applied")
+    };
+    let sizing_id = decisions[0].decision_id.clone();
+    let close = r#"{"symbol":"BTCUSDT","pnl_pct":8.73,"max_drawdown_pct":1.2}"#;
+    let Outcome::Applied {
+        decisions,
+        updates,
+        tally,
+        ..
+    } = feed(&mut engine, 3, EventKind::PositionClosed, close, T0 + 2.0)
+    else {
+        panic!("close applied")
+    };
+    assert!(decisions.is_empty());
+    assert_eq!(tally, Tally::default());
+    assert_eq!(updates.len(), 2);
+    assert_eq!(engine.stats().counters.updates, 2);
+
+    let meta = &updates[0];
+    assert_eq!(
+        (meta.agent, meta.decision_id.as_str()),
+        (AgentKind::MetaStrategy, meta_id.as_str())
+    );
+    assert!(meta.applied && meta.next_state_key.is_some());
+    assert_eq!(meta.parts.pnl_pct, 8.73);
+    assert_eq!(meta.parts.max_drawdown_pct, Some(1.2));
+    let expected = 8.73 - w.drawdown_penalty * 1.2
+        + w.sharpe_weight * meta.parts.sharpe.unwrap()
+        + w.regime_weight * meta.parts.regime_alignment.unwrap();
+    assert!((meta.reward - expected).abs() < 1e-12, "{meta:?}");
+    assert_eq!(meta.reward, meta.raw_reward);
+
+    let sizing = &updates[1];
+    assert_eq!(
+        (sizing.agent, sizing.decision_id.as_str()),
+        (AgentKind::PositionSizing, sizing_id.as_str())
+    );
+    let expected = 8.73 - w.risk_penalty_weight * sizing.parts.risk_penalty.unwrap()
+        + w.volatility_weight * sizing.parts.volatility_adjustment.unwrap();
+    assert!((sizing.reward - expected).abs() < 1e-12, "{sizing:?}");
+    assert_eq!(sizing.parts.sharpe, None);
+}
+
+#[test]
+fn an_expired_decision_and_an_unrewarded_close_show_in_the_tally() {
+    let mut engine = Engine::new(EngineConfig::default());
+    let window = engine.config().reward_window_secs;
+    let prediction = r#"{"symbol":"ETHUSDT","confidence":0.6}"#;
+    feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0);
+    let close = r#"{"symbol":"ETHUSDT","pnl_pct":1.0}"#;
+    let Outcome::Applied { updates, tally, .. } = feed(
+        &mut engine,
+        2,
+        EventKind::PositionClosed,
+        close,
+        T0 + window + 1.0,
+    ) else {
+        panic!("close applied")
+    };
+    assert!(updates.is_empty());
+    assert_eq!(tally.expired_pending, 1);
+    assert_eq!(tally.closes_without_decision, 1);
+    assert_eq!(engine.stats().counters.updates, 0);
+}
+
+#[test]
+fn a_repeated_sequence_and_a_rejected_payload_report_no_effect() {
+    let mut engine = Engine::new(EngineConfig::default());
+    let prediction = r#"{"symbol":"SOLUSDT","confidence":0.6}"#;
+    feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0);
+    assert_eq!(
+        feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0),
+        Outcome::AlreadyApplied
+    );
+    let bad = r#"{"symbol":"SOLUSDT","confidence":7}"#;
+    let outcome = feed(&mut engine, 2, EventKind::PredictionGenerated, bad, T0);
+    assert!(matches!(outcome, Outcome::Rejected(ref e) if e.code() == "out_of_range"));
+    assert_eq!(outcome.updates_applied(), 0);
+    assert_eq!(engine.last_applied_seq(), 2);
+}
