@@ -613,6 +613,12 @@ impl Engine {
         self.state.last_applied_seq = seq;
     }
 
+    /// The sequence number of the next message from a source that numbers nothing itself
+    /// (core NATS, a log without `seq`, the simulator): one past the last applied.
+    pub fn next_seq(&self) -> u64 {
+        self.state.last_applied_seq.saturating_add(1)
+    }
+
     /// Applies the event at `seq` (counted from 1) and returns the decisions it made. An event
     /// whose `seq` is not past [`Self::last_applied_seq`] was applied already and changes
     /// nothing; one that claims implausible values is rejected (counted under `implausible`)

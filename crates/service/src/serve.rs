@@ -433,7 +433,7 @@ impl EventLoop {
     pub async fn handle(&mut self, msg: Inbound) {
         self.metrics.message(&msg.subject);
         let seq = match &msg.delivery {
-            Delivery::Core { .. } => self.engine.last_applied_seq() + 1,
+            Delivery::Core { .. } => self.engine.next_seq(),
             Delivery::JetStream { seq, .. } => *seq,
         };
         let limit = self.settings.limits.max_payload_bytes;
