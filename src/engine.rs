@@ -22,6 +22,7 @@ use crate::domain::market::{
     detect_regime, market_pressure, volatility, EquityCurve, PnlWindow, Regime, WinRateTracker,
     DEFAULT_VOLATILITY,
 };
+use crate::domain::profile::LearningProfile;
 use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters};
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
@@ -36,8 +37,12 @@ const EXPIRY_SWEEP_EVERY: u64 = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Learning rate, discount and ε schedule (both agents).
+    /// Learning rate, discount, ε schedule, step sizes and initial values (both agents).
     pub learning: Hyperparameters,
+    /// Whether a close ends its decision's episode: the update targets the reward alone rather
+    /// than bootstrapping from the state at close (each trade is an independent one-step
+    /// decision).
+    pub close_ends_episode: bool,
     /// Seed of the exploration randomness.
     pub seed: u64,
     /// Weights of the reward formulas.
@@ -55,12 +60,22 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
+    /// The product's defaults: the [`LearningProfile::default`] learning profile.
     fn default() -> Self {
+        Self::with_profile(LearningProfile::default())
+    }
+}
+
+impl EngineConfig {
+    /// The defaults with the learning settings of `profile`.
+    pub fn with_profile(profile: LearningProfile) -> Self {
+        let learning = profile.learning();
         Self {
-            learning: Hyperparameters::default(),
+            learning: learning.hyperparameters,
+            close_ends_episode: learning.close_ends_episode,
             seed: 42,
             rewards: RewardWeights::default(),
-            discretizer: Discretizer::default(),
+            discretizer: Discretizer::Buckets(learning.edges),
             max_leverage: 50,
             reward_window_secs: 7.0 * 24.0 * 3600.0,
             initial_balance: 10_000.0,
@@ -666,7 +681,8 @@ impl Engine {
                 .config
                 .discretizer
                 .meta_key(&self.meta_state(market, m.confidence));
-            let result = self.state.meta.learn(&m.state_key, m.action, reward, &next);
+            let next = (!self.config.close_ends_episode).then_some(&next);
+            let result = self.state.meta.learn(&m.state_key, m.action, reward, next);
             self.count_update(&m.decision_id, result.is_ok());
         }
         if let Some(z) = sizing {
@@ -683,10 +699,11 @@ impl Engine {
                 exposure,
                 market.volatility,
             ));
+            let next = (!self.config.close_ends_episode).then_some(&next);
             let result = self
                 .state
                 .sizing
-                .learn(&z.state_key, z.action, reward, &next);
+                .learn(&z.state_key, z.action, reward, next);
             self.count_update(&z.decision_id, result.is_ok());
         }
     }

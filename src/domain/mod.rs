@@ -5,6 +5,7 @@ pub mod actions;
 pub mod agent;
 pub mod episode;
 pub mod market;
+pub mod profile;
 pub mod qlearning;
 pub mod reward;
 pub mod state;
