@@ -56,8 +56,9 @@ pub enum Command {
     /// Several symbols change regime over time; each regime has a known best strategy and each
     /// volatility level a known best leverage. The market's events go through the engine exactly
     /// as the service feeds it, the engine's decisions decide each trade's P&L, and after
-    /// training the learned greedy policy is evaluated against an untrained engine and a
-    /// uniformly random policy on the same market. Prints the learning curve and the
+    /// training the learned greedy policy is evaluated against an untrained engine, a
+    /// uniformly random policy and the oracle (the best expected P&L for what the engine sees)
+    /// on the same market. Prints the learning curve and the
     /// evaluation, and writes the curve as an SVG chart. Learning settings come from the
     /// settings files (learning.seed is the exploration seed). Exits 0, or 2 on bad options.
     Simulate {

@@ -510,7 +510,10 @@ async fn python_tables_in_the_checkpoint_dir_are_imported_at_start_up() {
         r#"{"q_table": {"UNKNOWN|vol=3|press=2|conf=4|wr=2|health=2": {"momentum_flip|ensemble|1.5": 2.0}}, "epsilon": 0.05, "update_count": 40}"#,
     )
     .unwrap();
-    let service = Service::start(&server.url(), &data, &CORE);
+    // Python tables keep their meaning (state keys, bootstrapped values) under the seed
+    // profile.
+    let settings = [CORE[0], ("RL_V2__LEARNING__PROFILE", "seed")];
+    let service = Service::start(&server.url(), &data, &settings);
     let client = client(&server.url()).await;
     service.ready(&client).await;
     let s = stats(&client).await;

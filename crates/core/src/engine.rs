@@ -30,6 +30,7 @@ use crate::domain::market::{
     detect_regime, market_pressure, volatility, EquityCurve, PnlWindow, Regime, WinRateTracker,
     DEFAULT_VOLATILITY,
 };
+use crate::domain::profile::LearningProfile;
 use crate::domain::python_compat;
 use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, Semantics};
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
@@ -46,8 +47,12 @@ const EXPIRY_SWEEP_EVERY: u64 = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Learning rate, discount and ε schedule (both agents).
+    /// Learning rate, discount, ε schedule, step sizes and initial values (both agents).
     pub learning: Hyperparameters,
+    /// Whether a close ends its decision's episode: the update targets the reward alone rather
+    /// than bootstrapping from the state at close (each trade is an independent one-step
+    /// decision).
+    pub close_ends_episode: bool,
     /// Seed of the exploration randomness.
     pub seed: u64,
     /// Weights of the reward formulas.
@@ -69,12 +74,22 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
+    /// The product's defaults: the [`LearningProfile::default`] learning profile.
     fn default() -> Self {
+        Self::with_profile(LearningProfile::default())
+    }
+}
+
+impl EngineConfig {
+    /// The defaults with the learning settings of `profile`.
+    pub fn with_profile(profile: LearningProfile) -> Self {
+        let learning = profile.learning();
         Self {
-            learning: Hyperparameters::default(),
+            learning: learning.hyperparameters,
+            close_ends_episode: learning.close_ends_episode,
             seed: 42,
             rewards: RewardWeights::default(),
-            discretizer: Discretizer::default(),
+            discretizer: Discretizer::Buckets(learning.edges),
             max_leverage: 50,
             reward_window_secs: 7.0 * 24.0 * 3600.0,
             initial_balance: 10_000.0,
@@ -1005,7 +1020,13 @@ impl Engine {
                 .config
                 .discretizer
                 .meta_key(&self.meta_state(market, m.confidence));
-            let result = self.state.meta.learn(&m.state_key, m.action, reward, &next);
+            let bootstrap = !self.config.close_ends_episode;
+            let result = self.state.meta.learn(
+                &m.state_key,
+                m.action,
+                reward,
+                bootstrap.then_some(&next),
+            );
             self.record_update(Update {
                 agent: AgentKind::MetaStrategy,
                 decision_id: m.decision_id,
@@ -1014,7 +1035,7 @@ impl Engine {
                 raw_reward,
                 reward,
                 parts: RewardParts::meta(&outcome),
-                next_state_key: Some(next),
+                next_state_key: bootstrap.then_some(next),
                 applied: result.is_ok(),
             });
         }
@@ -1043,10 +1064,13 @@ impl Engine {
                 exposure,
                 market.volatility,
             ));
-            let result = self
-                .state
-                .sizing
-                .learn(&z.state_key, z.action, reward, &next);
+            let bootstrap = !self.config.close_ends_episode;
+            let result = self.state.sizing.learn(
+                &z.state_key,
+                z.action,
+                reward,
+                bootstrap.then_some(&next),
+            );
             self.record_update(Update {
                 agent: AgentKind::PositionSizing,
                 decision_id: z.decision_id,
@@ -1055,7 +1079,7 @@ impl Engine {
                 raw_reward,
                 reward,
                 parts: RewardParts::sizing(&outcome),
-                next_state_key: Some(next),
+                next_state_key: bootstrap.then_some(next),
                 applied: result.is_ok(),
             });
         }

@@ -3,7 +3,7 @@
 //! fixed ε 0.1, Q-learning learns the optimal 13-step path along the cliff edge, and
 //! Q(start, up) = −(1 − 0.99¹³) / 0.01 ≈ −12.248.
 
-use rl_v2_core::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, QLearning};
+use rl_v2_core::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, QLearning, StepSize};
 
 const ROWS: usize = 4;
 const COLS: usize = 12;
@@ -39,6 +39,9 @@ fn train(seed: u64) -> QLearning<(usize, usize)> {
         epsilon: 0.1,
         epsilon_decay: 1.0,
         epsilon_min: 0.1,
+        // The textbook rule: α on every update, unseen Q = 0.
+        step_size: StepSize::Constant,
+        initial_q: 0.0,
     };
     let all = ActionSet::all(4);
     let mut q = QLearning::new(4, params);

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use rl_v2_core::decision::{Choice, Decision};
 use rl_v2_core::domain::agent::AgentKind;
+use rl_v2_core::domain::profile::LearningProfile;
 use rl_v2_core::domain::reward::{risk_penalty, sharpe_signal, volatility_adjustment};
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState};
 use rl_v2_core::event::{decode, Event, EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
@@ -48,6 +49,11 @@ fn q_of(engine: &Engine, d: &Decision) -> f64 {
     agent.q().q(&d.state_key, d.action_index)
 }
 
+/// The original design's learning numbers, which the Python suite's expected values assume.
+fn seed_profile() -> EngineConfig {
+    EngineConfig::with_profile(LearningProfile::Seed)
+}
+
 fn one(decisions: Vec<Decision>) -> Decision {
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     decisions.into_iter().next().unwrap()
@@ -56,7 +62,7 @@ fn one(decisions: Vec<Decision>) -> Decision {
 /// Seed test 1: the meta-strategy agent selects an action and learns from the close.
 #[test]
 fn meta_strategy_agent_select_and_update() {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(seed_profile());
     let d = one(engine.apply(1, &prediction("btcusdt", 0.72)));
     assert_eq!(d.agent, AgentKind::MetaStrategy);
     assert_eq!(d.symbol, "BTCUSDT");
@@ -89,10 +95,33 @@ fn meta_strategy_agent_select_and_update() {
     );
 }
 
+/// The default profile: a close ends the episode and a first try takes its whole reward, so
+/// the first close sets Q to the reward itself, with no bootstrap from the state at close.
+#[test]
+fn default_profile_learns_the_reward_of_a_one_step_episode() {
+    let mut engine = Engine::new(EngineConfig::default());
+    let d = one(engine.apply(1, &prediction("BTCUSDT", 0.72)));
+    let updates = engine.apply(2, &close("BTCUSDT", 2.0));
+    assert!(updates.is_empty());
+    let reward = engine.stats().meta_agent_stats.episode_stats.avg_return;
+    assert_eq!(q_of(&engine, &d), reward);
+    // The next decision's Q is its own reward, or the mean of both when it repeats the first
+    // decision's state and action (step 1/2).
+    let e = one(engine.apply(3, &prediction("BTCUSDT", 0.72)));
+    engine.apply(4, &close("BTCUSDT", -1.0));
+    let second = 2.0 * engine.stats().meta_agent_stats.episode_stats.avg_return - reward;
+    let expected = if (&e.state_key, e.action_index) == (&d.state_key, d.action_index) {
+        (reward + second) / 2.0
+    } else {
+        second
+    };
+    assert!((q_of(&engine, &e) - expected).abs() < 1e-12);
+}
+
 /// Seed test 2: the position-sizing agent selects an action and learns from the close.
 #[test]
 fn position_sizing_agent_select_and_update() {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(seed_profile());
     let d = one(engine.apply(
         1,
         &trade(
@@ -137,7 +166,7 @@ fn position_sizing_agent_select_and_update() {
 /// Seed test 3: prediction → trade → close updates both agents and the stats.
 #[test]
 fn complete_pipeline_updates_both_agents() {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(seed_profile());
     let prices =
         "[100.0, 100.4, 100.9, 101.3, 101.0, 101.8, 102.5, 102.2, 103.0, 103.6, 104.1, 104.0]";
     let p = ev(
@@ -195,7 +224,7 @@ fn complete_pipeline_updates_both_agents() {
 /// Each of several in-flight symbols is rewarded by its own close, in any order.
 #[test]
 fn interleaved_symbols_are_rewarded_by_their_own_close() {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(seed_profile());
     let symbols = [("AAA", 0.1, 3.0), ("BBB", 0.5, -1.0), ("CCC", 0.9, 2.0)];
     let mut metas = Vec::new();
     let mut seq = 0;

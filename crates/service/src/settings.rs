@@ -9,7 +9,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use rl_v2_core::capacity::Capacity;
-use rl_v2_core::domain::qlearning::Hyperparameters;
+use rl_v2_core::domain::profile::{LearningProfile, ProfileLearning};
+use rl_v2_core::domain::qlearning::{Hyperparameters, StepSize};
 use rl_v2_core::domain::reward::RewardWeights;
 use rl_v2_core::domain::state::{BucketEdges, Discretizer};
 use rl_v2_core::engine::EngineConfig;
@@ -285,22 +286,51 @@ pub struct DeliverySettings {
     pub decide_timeout_secs: f64,
 }
 
-/// Hyperparameters and seed.
+/// Learning profile, the settings that override it, and the exploration seed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LearningSettings {
-    /// Learning rate α.
-    pub alpha: f64,
+    /// The named set of learning settings the keys below override.
+    pub profile: LearningProfile,
+    /// Learning rate α (the smallest step with `step_size = "visit_count"`).
+    pub alpha: Option<f64>,
     /// Discount γ.
-    pub gamma: f64,
+    pub gamma: Option<f64>,
     /// Initial ε.
-    pub epsilon: f64,
+    pub epsilon: Option<f64>,
     /// ε decay per update.
-    pub epsilon_decay: f64,
+    pub epsilon_decay: Option<f64>,
     /// ε floor.
-    pub epsilon_min: f64,
+    pub epsilon_min: Option<f64>,
+    /// `constant` (α) or `visit_count` (max(α, 1/n) per state and action).
+    pub step_size: Option<StepSize>,
+    /// Q-value of an untried state and action.
+    pub initial_q: Option<f64>,
+    /// Whether a close ends its decision's episode (no bootstrap from the state at close).
+    pub close_ends_episode: Option<bool>,
     /// Exploration seed.
     pub seed: u64,
+}
+
+impl LearningSettings {
+    /// The profile's values with every key that is set in place of the profile's.
+    pub fn resolve(&self) -> ProfileLearning {
+        let base = self.profile.learning();
+        let p = base.hyperparameters;
+        ProfileLearning {
+            hyperparameters: Hyperparameters {
+                alpha: self.alpha.unwrap_or(p.alpha),
+                gamma: self.gamma.unwrap_or(p.gamma),
+                epsilon: self.epsilon.unwrap_or(p.epsilon),
+                epsilon_decay: self.epsilon_decay.unwrap_or(p.epsilon_decay),
+                epsilon_min: self.epsilon_min.unwrap_or(p.epsilon_min),
+                step_size: self.step_size.unwrap_or(p.step_size),
+                initial_q: self.initial_q.unwrap_or(p.initial_q),
+            },
+            close_ends_episode: self.close_ends_episode.unwrap_or(base.close_ends_episode),
+            edges: base.edges,
+        }
+    }
 }
 
 /// Which discretizer.
@@ -319,20 +349,20 @@ pub enum DiscretizerKind {
 pub struct StateSettings {
     /// `buckets` or `python_compat`.
     pub discretizer: DiscretizerKind,
-    /// Volatility edges.
-    pub volatility_edges: Vec<f64>,
-    /// Market-pressure edges.
-    pub market_pressure_edges: Vec<f64>,
-    /// Confidence edges.
-    pub confidence_edges: Vec<f64>,
-    /// Win-rate edges.
-    pub winrate_edges: Vec<f64>,
-    /// Account-health edges.
-    pub account_health_edges: Vec<f64>,
-    /// Exposure edges.
-    pub exposure_edges: Vec<f64>,
-    /// Equity-slope edges.
-    pub equity_slope_edges: Vec<f64>,
+    /// Volatility edges; the learning profile's when unset.
+    pub volatility_edges: Option<Vec<f64>>,
+    /// Market-pressure edges; the learning profile's when unset.
+    pub market_pressure_edges: Option<Vec<f64>>,
+    /// Confidence edges; the learning profile's when unset.
+    pub confidence_edges: Option<Vec<f64>>,
+    /// Win-rate edges; the learning profile's when unset.
+    pub winrate_edges: Option<Vec<f64>>,
+    /// Account-health edges; the learning profile's when unset.
+    pub account_health_edges: Option<Vec<f64>>,
+    /// Exposure edges; the learning profile's when unset.
+    pub exposure_edges: Option<Vec<f64>>,
+    /// Equity-slope edges; the learning profile's when unset.
+    pub equity_slope_edges: Option<Vec<f64>>,
 }
 
 /// Position-sizing limits.
@@ -595,27 +625,30 @@ impl Settings {
     /// The engine's settings.
     pub fn engine_config(&self) -> EngineConfig {
         let l = &self.learning;
+        let learning = l.resolve();
+        let edges = learning.edges;
         let st = &self.state;
         EngineConfig {
-            learning: Hyperparameters {
-                alpha: l.alpha,
-                gamma: l.gamma,
-                epsilon: l.epsilon,
-                epsilon_decay: l.epsilon_decay,
-                epsilon_min: l.epsilon_min,
-            },
+            learning: learning.hyperparameters,
+            close_ends_episode: learning.close_ends_episode,
             seed: l.seed,
             rewards: self.rewards.clone(),
             discretizer: match st.discretizer {
                 DiscretizerKind::PythonCompat => Discretizer::PythonCompat,
                 DiscretizerKind::Buckets => Discretizer::Buckets(BucketEdges {
-                    volatility: st.volatility_edges.clone(),
-                    market_pressure: st.market_pressure_edges.clone(),
-                    confidence: st.confidence_edges.clone(),
-                    winrate: st.winrate_edges.clone(),
-                    account_health: st.account_health_edges.clone(),
-                    exposure: st.exposure_edges.clone(),
-                    equity_slope: st.equity_slope_edges.clone(),
+                    volatility: st.volatility_edges.clone().unwrap_or(edges.volatility),
+                    market_pressure: st
+                        .market_pressure_edges
+                        .clone()
+                        .unwrap_or(edges.market_pressure),
+                    confidence: st.confidence_edges.clone().unwrap_or(edges.confidence),
+                    winrate: st.winrate_edges.clone().unwrap_or(edges.winrate),
+                    account_health: st
+                        .account_health_edges
+                        .clone()
+                        .unwrap_or(edges.account_health),
+                    exposure: st.exposure_edges.clone().unwrap_or(edges.exposure),
+                    equity_slope: st.equity_slope_edges.clone().unwrap_or(edges.equity_slope),
                 }),
             },
             max_leverage: self.sizing.max_leverage,
@@ -639,7 +672,7 @@ fn engine_key(field: &str) -> String {
         return field.to_string();
     }
     let section = match field.trim_end_matches(':') {
-        "alpha" | "gamma" | "epsilon" | "epsilon_decay" | "epsilon_min" => "learning",
+        "alpha" | "gamma" | "epsilon" | "epsilon_decay" | "epsilon_min" | "initial_q" => "learning",
         "max_leverage" => "sizing",
         "reward_window_secs" | "initial_balance" | "price_history_len" => "market",
         _ => "state",
@@ -695,8 +728,46 @@ mod tests {
         assert_eq!(s.nats.servers(), vec!["nats://nats:4222"]);
         assert_eq!(s.delivery.mode, DeliveryMode::Core);
         assert_eq!(s.learning.seed, 7);
-        assert_eq!(s.learning.alpha, 0.05);
-        assert_eq!(s.state.confidence_edges, vec![0.25, 0.5, 0.75]);
+        assert_eq!(s.engine_config().learning.alpha, 0.05);
+        assert_eq!(s.state.confidence_edges, Some(vec![0.25, 0.5, 0.75]));
+    }
+
+    #[test]
+    fn the_learning_profile_sets_every_learning_value_and_keys_override_it() {
+        let seed = Settings::load_from(None, env(&[("RL_V2__LEARNING__PROFILE", "seed")])).unwrap();
+        assert_eq!(
+            seed.engine_config(),
+            EngineConfig::with_profile(LearningProfile::Seed)
+        );
+        let mixed = Settings::load_from(
+            None,
+            env(&[
+                ("RL_V2__LEARNING__PROFILE", "seed"),
+                ("RL_V2__LEARNING__STEP_SIZE", "visit_count"),
+                ("RL_V2__LEARNING__CLOSE_ENDS_EPISODE", "true"),
+                ("RL_V2__LEARNING__INITIAL_Q", "2.5"),
+                ("RL_V2__STATE__WINRATE_EDGES", "0.4,0.6"),
+            ]),
+        )
+        .unwrap()
+        .engine_config();
+        assert_eq!(mixed.learning.step_size, StepSize::VisitCount);
+        assert_eq!(mixed.learning.initial_q, 2.5);
+        assert_eq!(mixed.learning.alpha, 0.01);
+        assert!(mixed.close_ends_episode);
+        let Discretizer::Buckets(edges) = mixed.discretizer else {
+            panic!("buckets expected");
+        };
+        assert_eq!(edges.winrate, vec![0.4, 0.6]);
+        assert_eq!(edges.equity_slope, BucketEdges::default().equity_slope);
+        let err = Settings::load_from(None, env(&[("RL_V2__LEARNING__PROFILE", "fast")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("profile"), "{err}");
+        let err = Settings::load_from(None, env(&[("RL_V2__LEARNING__INITIAL_Q", "inf")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`learning.initial_q`"), "{err}");
     }
 
     #[test]

@@ -147,18 +147,17 @@ impl Agent {
         self.q.select(key, &self.allowed, rng)
     }
 
-    /// Learns from one finished decision: a TD update towards `reward + γ·max Q(next)` and an
+    /// Learns from one finished decision: a TD update towards `reward + γ·max Q(next)`, or
+    /// towards `reward` alone when `next` is `None` (the decision's episode ended), and an
     /// episode record.
     pub fn learn(
         &mut self,
         key: &String,
         action: usize,
         reward: f64,
-        next: &String,
+        next: Option<&String>,
     ) -> Result<f64, UpdateError> {
-        let new_q = self
-            .q
-            .update(key, action, reward, Some(next), &self.allowed)?;
+        let new_q = self.q.update(key, action, reward, next, &self.allowed)?;
         self.episodes.finish(&[reward], self.q.params().gamma);
         Ok(new_q)
     }
@@ -208,7 +207,7 @@ mod tests {
         let s = "s".to_string();
         let sel = a.select(&s, &mut decision_rng(1, 0, 1));
         assert!(sel.action < 40);
-        let q = a.learn(&s, 3, 2.0, &"t".to_string()).unwrap();
+        let q = a.learn(&s, 3, 2.0, Some(&"t".to_string())).unwrap();
         assert!((q - 0.02).abs() < 1e-15);
         let st = a.stats();
         assert_eq!(st.action_space_size, 40);

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod episode;
 pub mod market;
 pub mod python_compat;
+pub mod profile;
 pub mod qlearning;
 pub mod reward;
 pub mod state;

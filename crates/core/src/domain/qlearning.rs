@@ -21,11 +21,25 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Learning rate, discount, and the ε-greedy schedule.
+/// How large a step each update takes towards its target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepSize {
+    /// α on every update (the textbook rule).
+    #[default]
+    Constant,
+    /// `max(α, 1/n)`, where `n` counts the updates of that (state, action) including this one:
+    /// the first update takes the target whole, the next ones keep a running mean of the targets
+    /// until `1/n` falls to α, which then keeps following them.
+    VisitCount,
+}
+
+/// Learning rate, discount, the ε-greedy schedule, the step-size rule and the value of an
+/// unseen (state, action).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hyperparameters {
-    /// Learning rate α.
+    /// Learning rate α (with [`StepSize::VisitCount`], the smallest step).
     pub alpha: f64,
     /// Discount factor γ.
     pub gamma: f64,
@@ -35,6 +49,11 @@ pub struct Hyperparameters {
     pub epsilon_decay: f64,
     /// Floor below which ε does not decay.
     pub epsilon_min: f64,
+    /// How large a step each update takes.
+    pub step_size: StepSize,
+    /// Q-value of a (state, action) never updated; above the rewards it is optimistic and makes
+    /// the greedy choice try every action once.
+    pub initial_q: f64,
 }
 
 impl Default for Hyperparameters {
@@ -45,6 +64,8 @@ impl Default for Hyperparameters {
             epsilon: 0.1,
             epsilon_decay: 0.999,
             epsilon_min: 0.01,
+            step_size: StepSize::Constant,
+            initial_q: 0.0,
         }
     }
 }
@@ -68,6 +89,12 @@ impl Hyperparameters {
         unit("epsilon", self.epsilon, false)?;
         unit("epsilon_decay", self.epsilon_decay, true)?;
         unit("epsilon_min", self.epsilon_min, false)?;
+        if !self.initial_q.is_finite() {
+            return Err(format!(
+                "initial_q must be a finite number, got {}",
+                self.initial_q
+            ));
+        }
         Ok(())
     }
 }
@@ -190,6 +217,10 @@ pub struct QLearning<S: Ord + Clone> {
     /// Not stored in checkpoints: it follows the discretizer, set after loading.
     #[serde(skip)]
     semantics: Semantics,
+    /// Updates applied per (state, action), for [`StepSize::VisitCount`]. Tables written before
+    /// these counts existed load with none: their actions count as never updated.
+    #[serde(default)]
+    action_visits: imbl::OrdMap<S, Vec<u64>>,
 }
 
 impl<S: Ord + Clone> QLearning<S> {
@@ -204,6 +235,7 @@ impl<S: Ord + Clone> QLearning<S> {
             visits: imbl::OrdMap::new(),
             stored: imbl::OrdMap::new(),
             semantics: Semantics::Design,
+            action_visits: imbl::OrdMap::new(),
         }
     }
 
@@ -261,6 +293,15 @@ impl<S: Ord + Clone> QLearning<S> {
         self.visits.get(state).copied().unwrap_or(0)
     }
 
+    /// Updates applied to (`state`, `action`).
+    pub fn action_visits(&self, state: &S, action: usize) -> u64 {
+        self.action_visits
+            .get(state)
+            .and_then(|row| row.get(action))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// States by the number of updates applied in them, most first (ties in key order).
     pub fn most_visited(&self, n: usize) -> Vec<(&S, u64)> {
         let mut all: Vec<(&S, u64)> = self.visits.iter().map(|(s, v)| (s, *v)).collect();
@@ -274,13 +315,13 @@ impl<S: Ord + Clone> QLearning<S> {
         self.table.len()
     }
 
-    /// Q(s, a); 0 for an unseen state.
+    /// Q(s, a); [`Hyperparameters::initial_q`] (0 by default) for an unseen state.
     pub fn q(&self, state: &S, action: usize) -> f64 {
         self.table
             .get(state)
             .and_then(|row| row.get(action))
             .copied()
-            .unwrap_or(0.0)
+            .unwrap_or(self.params.initial_q)
     }
 
     /// The allowed action with the highest Q-value; ties go to the lowest index.
@@ -351,7 +392,8 @@ impl<S: Ord + Clone> QLearning<S> {
     }
 
     /// The TD update `Q(s,a) ← Q(s,a) + α[r + γ·max_a' Q(s',a') − Q(s,a)]`; `next` is `None` at
-    /// a terminal transition. Decays ε on success. Returns the new Q-value. Nothing is stored
+    /// a terminal transition. The step is α, or `max(α, 1/n(s,a))` with
+    /// [`StepSize::VisitCount`]. Decays ε on success. Returns the new Q-value. Nothing is stored
     /// when the reward or the result is not finite.
     pub fn update(
         &mut self,
@@ -369,8 +411,19 @@ impl<S: Ord + Clone> QLearning<S> {
         }
         let future = next.map_or(0.0, |s| self.max_q(s, allowed_next));
         let old = self.q(state, action);
-        let Hyperparameters { alpha, gamma, .. } = self.params;
-        let new_q = old + alpha * (reward + gamma * future - old);
+        let Hyperparameters {
+            alpha,
+            gamma,
+            step_size,
+            initial_q,
+            ..
+        } = self.params;
+        let tries = self.action_visits(state, action) + 1;
+        let step = match step_size {
+            StepSize::Constant => alpha,
+            StepSize::VisitCount => alpha.max(1.0 / tries as f64),
+        };
+        let new_q = old + step * (reward + gamma * future - old);
         if !reward.is_finite() || !new_q.is_finite() {
             return Err(UpdateError::NonFinite { reward, new_q });
         }
@@ -378,7 +431,7 @@ impl<S: Ord + Clone> QLearning<S> {
         let fresh = !self.table.contains_key(state);
         self.table
             .entry(state.clone())
-            .or_insert_with(|| vec![0.0; n])[action] = new_q;
+            .or_insert_with(|| vec![initial_q; n])[action] = new_q;
         if fresh || self.stored.contains_key(state) {
             let stored = self.stored.entry(state.clone()).or_default();
             let action = action as u32;
@@ -388,6 +441,14 @@ impl<S: Ord + Clone> QLearning<S> {
         }
         self.update_count += 1;
         *self.visits.entry(state.clone()).or_insert(0) += 1;
+        let counts = self
+            .action_visits
+            .entry(state.clone())
+            .or_insert_with(|| vec![0; n]);
+        if counts.len() < n {
+            counts.resize(n, 0);
+        }
+        counts[action] = tries;
         let Hyperparameters {
             epsilon_decay,
             epsilon_min,
@@ -410,7 +471,7 @@ impl<S: Ord + Clone> QLearning<S> {
             });
         }
         let mut full = row;
-        full.resize(self.n_actions, 0.0);
+        full.resize(self.n_actions, self.params.initial_q);
         self.stored.remove(&state);
         self.table.insert(state, full);
         Ok(())
@@ -507,6 +568,61 @@ mod tests {
         q.update(&"b", 2, 0.0, None, &all).unwrap();
         assert_eq!(q.most_visited(5), vec![(&"a", 2), (&"b", 1)]);
         assert!((terminal - (new_q + 0.01 * (1.0 - new_q))).abs() < 1e-15);
+    }
+
+    #[test]
+    fn visit_count_steps_average_the_rewards_until_alpha() {
+        let params = Hyperparameters {
+            alpha: 0.25,
+            step_size: StepSize::VisitCount,
+            ..Hyperparameters::default()
+        };
+        let mut q: QLearning<&str> = QLearning::new(2, params);
+        let all = ActionSet::all(2);
+        // Steps 1, 1/2, 1/3, then α = 1/4 from the fourth update on.
+        for (reward, expected) in [(4.0, 4.0), (2.0, 3.0), (0.0, 2.0), (6.0, 3.0), (7.0, 4.0)] {
+            let new_q = q.update(&"s", 1, reward, None, &all).unwrap();
+            assert!((new_q - expected).abs() < 1e-12, "{reward}: {new_q}");
+        }
+        assert_eq!(q.action_visits(&"s", 1), 5);
+        assert_eq!(q.action_visits(&"s", 0), 0);
+        assert_eq!(q.visits(&"s"), 5);
+        // The constant rule ignores the counts.
+        let mut c = learner();
+        c.update(&"s", 1, 4.0, None, &all).unwrap();
+        assert_eq!(c.q(&"s", 1), 0.01 * 4.0);
+        assert_eq!(c.action_visits(&"s", 1), 1);
+    }
+
+    #[test]
+    fn unseen_values_start_at_initial_q() {
+        let params = Hyperparameters {
+            initial_q: 5.0,
+            ..Hyperparameters::default()
+        };
+        let mut q: QLearning<&str> = QLearning::new(3, params);
+        let all = ActionSet::all(3);
+        assert_eq!(q.q(&"s", 2), 5.0);
+        assert_eq!(q.max_q(&"s", &all), 5.0);
+        q.update(&"s", 0, 1.0, None, &all).unwrap();
+        assert_eq!(q.table().get(&"s").unwrap()[1..], [5.0, 5.0]);
+        // The untried actions now rank above the tried one.
+        assert_eq!(q.greedy(&"s", &all), 1);
+        let bad = Hyperparameters {
+            initial_q: f64::NAN,
+            ..Hyperparameters::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("initial_q"));
+    }
+
+    #[test]
+    fn a_table_saved_without_action_counts_loads_with_none() {
+        let old = r#"{"n_actions": 2, "epsilon": 0.05, "update_count": 3,
+                      "table": {"s": [1.5, 0.0]}, "visits": {"s": 3}}"#;
+        let q: QLearning<String> = serde_json::from_str(old).unwrap();
+        assert_eq!(q.q(&"s".to_string(), 0), 1.5);
+        assert_eq!(q.visits(&"s".to_string()), 3);
+        assert_eq!(q.action_visits(&"s".to_string(), 0), 0);
     }
 
     #[test]

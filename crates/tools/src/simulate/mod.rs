@@ -12,10 +12,12 @@
 //!   [`Engine::ingest`] with an increasing sequence number, exactly as the service does. The
 //!   decisions the engine returns choose the trade's strategy and sizing, and so its P&L. Event
 //!   time comes from a simulated clock, so a run is a pure function of its options.
-//! * After training, [`Evaluation`] replays one fixed stretch of the same market three times:
-//!   with the learned greedy policy (a frozen copy of the engine: ε = 0 and α = 0), with an
-//!   untrained engine, and with a uniformly random policy; then it checks, state by state, which
-//!   strategy the learned Q-table prefers where the agent had real experience.
+//! * After training, [`Evaluation`] replays one fixed stretch of the same market four times:
+//!   with the learned greedy policy (a frozen copy of the engine: ε = 0 and a constant step
+//!   α = 0), with an untrained engine, with a uniformly random policy, and with the [`oracle`],
+//!   the best policy for what the engine sees; it reports the learned policy's P&L as a share of
+//!   the oracle's, and checks, state by state, which strategy the learned Q-table prefers where
+//!   the agent had real experience.
 //! * [`chart`] draws the learning curve as an SVG; [`learning_curve_table`] and [`summary`] write
 //!   it as text.
 //!
@@ -25,6 +27,7 @@
 pub mod chart;
 pub mod events;
 pub mod market;
+pub mod oracle;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -37,12 +40,14 @@ use std::path::PathBuf;
 use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::actions::SizingAction;
 use rl_v2_core::domain::market::{detect_regime, PnlWindow, Regime};
+use rl_v2_core::domain::qlearning::StepSize;
 use rl_v2_core::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use rl_v2_core::engine::{Engine, EngineConfig, Outcome};
 use rl_v2_core::event::{EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
 
 pub use chart::write_chart;
 use market::{is_best_meta, is_best_sizing, Market, Round, Scenario, TradeResult, VolatilityLevel};
+use oracle::Oracle;
 
 /// Symbols of the default market.
 pub const DEFAULT_SYMBOLS: [&str; 8] = [
@@ -222,6 +227,26 @@ pub struct PolicyScore {
     pub best_strategy_share: f64,
     /// Share of trades that used a best leverage for the volatility level.
     pub best_leverage_share: f64,
+    /// Mean P&L per regime.
+    pub by_regime: BTreeMap<Regime, RegimeScore>,
+}
+
+/// How one policy did in one regime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegimeScore {
+    /// Trades played in the regime.
+    pub trades: usize,
+    /// Mean P&L, in percent of the base margin.
+    pub mean_pnl_pct: f64,
+}
+
+/// The learned policy's mean P&L as a share of the oracle's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OracleShare {
+    /// Over every evaluation trade.
+    pub overall: f64,
+    /// Per regime.
+    pub by_regime: BTreeMap<Regime, f64>,
 }
 
 /// How many often-visited states prefer a best action.
@@ -254,6 +279,11 @@ pub struct Evaluation {
     pub untrained: PolicyScore,
     /// A uniformly random policy.
     pub random: PolicyScore,
+    /// The best policy for what the engine sees (see [`oracle`]): the action with the highest
+    /// expected P&L given the regime and the window's volatility.
+    pub oracle: PolicyScore,
+    /// The learned policy's mean P&L as a share of the oracle's (1 = as good as the oracle).
+    pub learned_share_of_oracle: OracleShare,
     /// Updates from which a state counts as often visited.
     pub often_visited_updates: u64,
     /// Often-visited meta states whose greedy strategy is the regime's best.
@@ -328,7 +358,7 @@ pub fn run(options: &SimulateOptions) -> Result<SimulationReport, SimulateError>
 }
 
 fn progress_bar(options: &SimulateOptions) -> ProgressBar {
-    let total = options.cycles + 3 * options.evaluation_cycles;
+    let total = options.cycles + 4 * options.evaluation_cycles;
     let target = if options.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -367,6 +397,8 @@ enum Policy<'e> {
     Engine(&'e mut Engine),
     /// Uniform draws; no engine is involved.
     Random(Box<ChaCha8Rng>),
+    /// The best expected P&L for the regime and volatility; no engine is involved.
+    Oracle(&'e Oracle),
 }
 
 /// One completed trade.
@@ -465,6 +497,7 @@ impl<'m> Desk<'m> {
                         .and_then(|(d, _)| d.first().map(Pick::from))
                 }
                 Policy::Random(rng) => Some(random_pick(rng, &self.meta_actions)),
+                Policy::Oracle(oracle) => Some(self.oracle_pick(oracle, s).0),
             };
         }
 
@@ -485,6 +518,7 @@ impl<'m> Desk<'m> {
                         .and_then(|(d, _)| d.first().map(Pick::from))
                 }
                 Policy::Random(rng) => Some(random_pick(rng, &self.sizing_actions)),
+                Policy::Oracle(oracle) => Some(self.oracle_pick(oracle, &scenarios[i]).1),
             };
             if let Some(pick) = pick {
                 open += 1;
@@ -513,7 +547,7 @@ impl<'m> Desk<'m> {
                         None => continue,
                     }
                 }
-                Policy::Random(_) => 0,
+                Policy::Random(_) | Policy::Oracle(_) => 0,
             };
             self.equity += pnl_usd;
             let (meta_reward, sizing_reward) = self.rewards(s, &result, leverage, exposure);
@@ -529,6 +563,23 @@ impl<'m> Desk<'m> {
             });
         }
         cycles
+    }
+
+    /// The oracle's meta and sizing picks for a scenario, among the actions the engine may
+    /// choose.
+    fn oracle_pick(&self, oracle: &Oracle, s: &Scenario) -> (Pick, Pick) {
+        let (meta, sizing) = oracle.choose(
+            s.regime,
+            s.volatility,
+            &self.meta_actions,
+            &self.sizing_actions,
+        );
+        let pick = |action| Pick {
+            action,
+            explored: false,
+            state_key: String::new(),
+        };
+        (pick(meta), pick(sizing))
     }
 
     /// The rewards the engine computes for this close: its formulas on the inputs it sees.
@@ -697,11 +748,12 @@ fn train(
     training
 }
 
-/// A copy of `engine` that acts greedily and learns nothing: ε = 0 and α = 0, so its closes
+/// A copy of `engine` that acts greedily and learns nothing: ε = 0 and a constant step α = 0, so its closes
 /// still move the trackers its states read (win rate, equity) but leave the Q-tables as they are.
 fn frozen(engine: &Engine) -> Engine {
     let mut config = engine.config().clone();
     config.learning.alpha = 0.0;
+    config.learning.step_size = StepSize::Constant;
     config.learning.epsilon = 0.0;
     config.learning.epsilon_min = 0.0;
     let mut state = engine.state().clone();
@@ -734,6 +786,15 @@ fn play_evaluation(
     }
     let n = all.len().max(1) as f64;
     let mean = |f: &dyn Fn(&Cycle) -> f64| all.iter().map(f).sum::<f64>() / n;
+    let mut by_regime: BTreeMap<Regime, RegimeScore> = BTreeMap::new();
+    for c in &all {
+        let r = by_regime.entry(c.regime).or_default();
+        r.trades += 1;
+        r.mean_pnl_pct += c.result.pnl_pct;
+    }
+    for r in by_regime.values_mut() {
+        r.mean_pnl_pct /= r.trades.max(1) as f64;
+    }
     PolicyScore {
         trades: all.len(),
         mean_pnl_pct: mean(&|c| c.result.pnl_pct),
@@ -744,6 +805,27 @@ fn play_evaluation(
         best_leverage_share: mean(&|c| {
             f64::from(u8::from(is_best_sizing(c.sizing.action, c.level)))
         }),
+        by_regime,
+    }
+}
+
+/// `learned`'s mean P&L as a share of `oracle`'s, overall and per regime (0 where the oracle's
+/// mean is not positive).
+fn share_of_oracle(learned: &PolicyScore, oracle: &PolicyScore) -> OracleShare {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    OracleShare {
+        overall: ratio(learned.mean_pnl_pct, oracle.mean_pnl_pct),
+        by_regime: oracle
+            .by_regime
+            .iter()
+            .map(|(regime, o)| {
+                let l = learned
+                    .by_regime
+                    .get(regime)
+                    .map_or(0.0, |l| l.mean_pnl_pct);
+                (*regime, ratio(l, o.mean_pnl_pct))
+            })
+            .collect(),
     }
 }
 
@@ -786,6 +868,17 @@ fn evaluate(
         progress,
     );
 
+    let oracle_tables = Oracle::new();
+    let mut desk = Desk::new(market, engine, start);
+    let oracle = play_evaluation(
+        market,
+        &mut desk,
+        Policy::Oracle(&oracle_tables),
+        cycles,
+        progress,
+    );
+    let learned_share_of_oracle = share_of_oracle(&learned, &oracle);
+
     let mut meta_states = StateShare::default();
     let mut meta_states_by_regime: BTreeMap<Regime, StateShare> = BTreeMap::new();
     let meta = &engine.state().meta;
@@ -817,6 +910,8 @@ fn evaluate(
         learned,
         untrained,
         random,
+        oracle,
+        learned_share_of_oracle,
         often_visited_updates: OFTEN_VISITED_UPDATES,
         meta_states,
         meta_states_by_regime,
@@ -892,6 +987,7 @@ pub fn summary(report: &SimulationReport) -> String {
         "liquidated"
     );
     for (name, s) in [
+        ("oracle", &e.oracle),
         ("learned", &e.learned),
         ("untrained", &e.untrained),
         ("random", &e.random),
@@ -906,6 +1002,30 @@ pub fn summary(report: &SimulationReport) -> String {
             100.0 * s.best_strategy_share,
             100.0 * s.best_leverage_share,
             100.0 * s.liquidation_rate,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "learned pnl as a share of the oracle's: {:.1}% overall",
+        100.0 * e.learned_share_of_oracle.overall
+    );
+    let _ = writeln!(
+        out,
+        "  {:<15} {:>7}  {:>12}  {:>12}  {:>10}  {:>8}",
+        "regime", "trades", "oracle pnl %", "learned pnl %", "random pnl %", "share"
+    );
+    for (regime, o) in &e.oracle.by_regime {
+        let pnl = |s: &PolicyScore| s.by_regime.get(regime).map_or(0.0, |r| r.mean_pnl_pct);
+        let share = e.learned_share_of_oracle.by_regime.get(regime).copied();
+        let _ = writeln!(
+            out,
+            "  {:<15} {:>7}  {:>12.2}  {:>13.2}  {:>12.2}  {:>7.1}%",
+            regime.as_str(),
+            o.trades,
+            o.mean_pnl_pct,
+            pnl(&e.learned),
+            pnl(&e.random),
+            100.0 * share.unwrap_or(0.0),
         );
     }
     let _ = writeln!(
@@ -936,6 +1056,7 @@ pub fn summary(report: &SimulationReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rl_v2_core::domain::profile::LearningProfile;
 
     fn small(seed: u64) -> SimulateOptions {
         SimulateOptions {
@@ -983,13 +1104,15 @@ mod tests {
     }
 
     /// With one symbol and a fresh engine, the first close updates two empty rows, so each
-    /// learned Q-value is exactly α × the reward the simulator computed.
+    /// learned Q-value is exactly α × the reward the simulator computed under the seed profile,
+    /// and the reward itself under the tuned one (a first step of 1/1, no bootstrap).
     #[test]
     fn the_simulator_reports_the_rewards_the_engine_learns_from() {
-        for seed in 0..12 {
+        for (seed, profile) in (0..12).zip(LearningProfile::ALL.iter().cycle()) {
             let options = SimulateOptions {
                 seed,
                 symbols: vec!["BTCUSDT".into()],
+                engine: EngineConfig::with_profile(*profile),
                 ..SimulateOptions::default()
             };
             let market = Market::new(seed, &options.symbols);
@@ -1000,7 +1123,10 @@ mod tests {
             assert_eq!(cycles.len(), 1);
             let c = &cycles[0];
             assert_eq!(c.updates, 2);
-            let alpha = options.engine.learning.alpha;
+            let alpha = match profile {
+                LearningProfile::Seed => options.engine.learning.alpha,
+                LearningProfile::Tuned => 1.0,
+            };
             let meta_q = engine.state().meta.q().q(&c.meta.state_key, c.meta.action);
             let sizing_q = engine
                 .state()
