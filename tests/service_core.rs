@@ -551,7 +551,7 @@ async fn python_tables_in_the_checkpoint_dir_are_imported_at_start_up() {
 }
 
 #[tokio::test]
-async fn micro_service_info_lists_both_endpoints_and_json_logs_are_json() {
+async fn micro_service_info_lists_every_endpoint_and_json_logs_are_json() {
     let server = NatsServer::start(false);
     let dir = tempfile::tempdir().unwrap();
     let mut service = Service::start(
@@ -574,7 +574,7 @@ async fn micro_service_info_lists_both_endpoints_and_json_logs_are_json() {
         .collect();
     assert_eq!(
         subjects,
-        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.stats"])
+        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.decide.>", "rl_v2.stats"])
     );
     let nats_stats = request(&client, "$SRV.STATS.rl_v2", String::new()).await;
     assert_eq!(nats_stats["name"], "rl_v2");
