@@ -2,9 +2,6 @@
 //! state keys and rewards case by case, imported tables and their greedy choices, and the tables
 //! rl-v2 writes read back with the original's key format.
 
-use rl_v2_service::checkpoint::{
-    import_python_tables, CheckpointStore, META_TABLE_FILE, SIZING_TABLE_FILE,
-};
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::domain::market::{EquityCurve, Regime, WinRateTracker};
 use rl_v2_core::domain::python_compat as py;
@@ -12,6 +9,9 @@ use rl_v2_core::domain::reward::RewardWeights;
 use rl_v2_core::domain::state::{Discretizer, MetaState, SizingState};
 use rl_v2_core::engine::{Engine, EngineConfig, Outcome};
 use rl_v2_core::event::EventKind;
+use rl_v2_service::checkpoint::{
+    import_python_tables, CheckpointStore, META_TABLE_FILE, SIZING_TABLE_FILE,
+};
 use rl_v2_service::python_format::{python_action_key, PythonTable};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -153,8 +153,7 @@ impl Tally {
             replaced_sizing: self.replaced_sizing - before.replaced_sizing,
             expired_pending: self.expired_pending - before.expired_pending,
             expired_positions: self.expired_positions - before.expired_positions,
-            closes_without_decision: self.closes_without_decision
-                - before.closes_without_decision,
+            closes_without_decision: self.closes_without_decision - before.closes_without_decision,
             timestamps_clamped: self.timestamps_clamped - before.timestamps_clamped,
             rewards_clamped: self.rewards_clamped - before.rewards_clamped,
             evicted: self.evicted - before.evicted,

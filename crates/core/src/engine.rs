@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::capacity::{Capacity, Recency};
 pub use crate::audit::Outcome;
 use crate::audit::{RewardParts, Tally, Update};
+use crate::capacity::{Capacity, Recency};
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
 use crate::domain::agent::{Agent, AgentKind, AgentStats};
@@ -35,7 +35,7 @@ use crate::domain::python_compat;
 use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, Semantics};
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
-use crate::event::{decode, Close, DecodeError, Event, EventBody, EventKind, Prediction, Trade};
+use crate::event::{decode, Close, Event, EventBody, EventKind, Prediction, Trade};
 use crate::plausibility::Plausibility;
 
 /// Version of the checkpoint format written by this build.
@@ -1021,12 +1021,10 @@ impl Engine {
                 .discretizer
                 .meta_key(&self.meta_state(market, m.confidence));
             let bootstrap = !self.config.close_ends_episode;
-            let result = self.state.meta.learn(
-                &m.state_key,
-                m.action,
-                reward,
-                bootstrap.then_some(&next),
-            );
+            let result =
+                self.state
+                    .meta
+                    .learn(&m.state_key, m.action, reward, bootstrap.then_some(&next));
             self.record_update(Update {
                 agent: AgentKind::MetaStrategy,
                 decision_id: m.decision_id,
@@ -1065,12 +1063,10 @@ impl Engine {
                 market.volatility,
             ));
             let bootstrap = !self.config.close_ends_episode;
-            let result = self.state.sizing.learn(
-                &z.state_key,
-                z.action,
-                reward,
-                bootstrap.then_some(&next),
-            );
+            let result =
+                self.state
+                    .sizing
+                    .learn(&z.state_key, z.action, reward, bootstrap.then_some(&next));
             self.record_update(Update {
                 agent: AgentKind::PositionSizing,
                 decision_id: z.decision_id,

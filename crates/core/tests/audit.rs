@@ -19,9 +19,13 @@ fn a_close_reports_each_update_with_its_reward_and_the_terms_that_made_it() {
     let mut engine = Engine::new(EngineConfig::default());
     let w = RewardWeights::default();
     let prediction = format!(r#"{{"symbol":"BTCUSDT","confidence":0.8,"price_history":{PRICES}}}"#);
-    let Outcome::Applied { decisions, .. } =
-        feed(&mut engine, 1, EventKind::PredictionGenerated, &prediction, T0)
-    else {
+    let Outcome::Applied { decisions, .. } = feed(
+        &mut engine,
+        1,
+        EventKind::PredictionGenerated,
+        &prediction,
+        T0,
+    ) else {
         panic!("prediction applied")
     };
     let meta_id = decisions[0].decision_id.clone();
@@ -77,7 +81,13 @@ fn an_expired_decision_and_an_unrewarded_close_show_in_the_tally() {
     let mut engine = Engine::new(EngineConfig::default());
     let window = engine.config().reward_window_secs;
     let prediction = r#"{"symbol":"ETHUSDT","confidence":0.6}"#;
-    feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0);
+    feed(
+        &mut engine,
+        1,
+        EventKind::PredictionGenerated,
+        prediction,
+        T0,
+    );
     let close = r#"{"symbol":"ETHUSDT","pnl_pct":1.0}"#;
     let Outcome::Applied { updates, tally, .. } = feed(
         &mut engine,
@@ -98,9 +108,21 @@ fn an_expired_decision_and_an_unrewarded_close_show_in_the_tally() {
 fn a_repeated_sequence_and_a_rejected_payload_report_no_effect() {
     let mut engine = Engine::new(EngineConfig::default());
     let prediction = r#"{"symbol":"SOLUSDT","confidence":0.6}"#;
-    feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0);
+    feed(
+        &mut engine,
+        1,
+        EventKind::PredictionGenerated,
+        prediction,
+        T0,
+    );
     assert_eq!(
-        feed(&mut engine, 1, EventKind::PredictionGenerated, prediction, T0),
+        feed(
+            &mut engine,
+            1,
+            EventKind::PredictionGenerated,
+            prediction,
+            T0
+        ),
         Outcome::AlreadyApplied
     );
     let bad = r#"{"symbol":"SOLUSDT","confidence":7}"#;

@@ -3,7 +3,9 @@
 //! fixed ε 0.1, Q-learning learns the optimal 13-step path along the cliff edge, and
 //! Q(start, up) = −(1 − 0.99¹³) / 0.01 ≈ −12.248.
 
-use rl_v2_core::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, QLearning, StepSize};
+use rl_v2_core::domain::qlearning::{
+    decision_rng, ActionSet, Hyperparameters, QLearning, StepSize,
+};
 
 const ROWS: usize = 4;
 const COLS: usize = 12;

@@ -236,8 +236,8 @@ fn mean_outcome(scenario: &Scenario, meta: usize, sizing: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rl_v2_core::domain::actions::{META_ACTIONS, SIZING_ACTIONS};
     use crate::simulate::market::{best_strategy, Market};
+    use rl_v2_core::domain::actions::{META_ACTIONS, SIZING_ACTIONS};
 
     fn scenarios() -> Vec<Scenario> {
         let market = Market::new(3, &["BTCUSDT".to_string(), "ETHUSDT".to_string()]);
