@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use rl_v2_core::audit::Update;
 use rl_v2_core::decision::Decision;
+use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::domain::actions::SizingAction;
 use rl_v2_core::domain::market::{detect_regime, PnlWindow, Regime};
 use rl_v2_core::domain::qlearning::StepSize;
@@ -424,7 +426,6 @@ struct Desk<'m> {
     /// Actions each agent may choose: the random policy draws from the same sets.
     meta_actions: Vec<usize>,
     sizing_actions: Vec<usize>,
-    seq: u64,
     round: u64,
     base_margin: f64,
     equity: f64,
@@ -442,7 +443,6 @@ impl<'m> Desk<'m> {
             price_history_len: config.price_history_len,
             meta_actions: engine.state().meta.allowed().indices().to_vec(),
             sizing_actions: engine.state().sizing.allowed().indices().to_vec(),
-            seq: engine.last_applied_seq(),
             round: first_round,
             base_margin: BASE_MARGIN_SHARE * config.initial_balance,
             equity: config.initial_balance,
@@ -458,15 +458,12 @@ impl<'m> Desk<'m> {
         kind: EventKind,
         payload: &[u8],
         time: f64,
-    ) -> Option<(Vec<Decision>, u64)> {
-        self.seq += 1;
-        match engine.ingest(self.seq, kind, payload, time, DEFAULT_MAX_PAYLOAD_BYTES) {
+    ) -> Option<(Vec<Decision>, Vec<Update>)> {
+        let seq = engine.next_seq();
+        match engine.ingest(seq, kind, payload, time, DEFAULT_MAX_PAYLOAD_BYTES) {
             Outcome::Applied {
                 decisions, updates, ..
-            } => Some((
-                decisions,
-                updates.iter().filter(|u| u.applied).count() as u64,
-            )),
+            } => Some((decisions, updates)),
             Outcome::Rejected(_) | Outcome::AlreadyApplied => {
                 self.rejected += 1;
                 None
@@ -536,21 +533,36 @@ impl<'m> Desk<'m> {
             let result = s.outcome(meta.action, sizing.action);
             let leverage = SizingAction::from_index(sizing.action).map_or(0, |a| a.leverage);
             let pnl_usd = self.base_margin * result.pnl_pct / 100.0;
-            let updates = match policy {
+            // The engine reports the rewards it learned from; for the policies without an engine
+            // the desk computes what the engine's formulas would give.
+            let (updates, meta_reward, sizing_reward) = match policy {
                 Policy::Engine(engine) => {
                     let trace = format!("sim-{round_no}-{i}-close");
                     let payload =
                         events::close(names[i], s, &times[i], &result, pnl_usd, leverage, &trace);
                     let kind = EventKind::PositionClosed;
-                    match self.send(engine, kind, &payload, times[i].close) {
-                        Some((_, updates)) => updates,
-                        None => continue,
-                    }
+                    let Some((_, updates)) = self.send(engine, kind, &payload, times[i].close)
+                    else {
+                        continue;
+                    };
+                    let reward_of = |agent| {
+                        updates
+                            .iter()
+                            .find(|u| u.agent == agent)
+                            .map_or(0.0, |u| u.reward)
+                    };
+                    (
+                        updates.iter().filter(|u| u.applied).count() as u64,
+                        reward_of(AgentKind::MetaStrategy),
+                        reward_of(AgentKind::PositionSizing),
+                    )
                 }
-                Policy::Random(_) | Policy::Oracle(_) => 0,
+                Policy::Random(_) | Policy::Oracle(_) => {
+                    let (meta, sizing) = self.rewards(s, &result, leverage, exposure);
+                    (0, meta, sizing)
+                }
             };
             self.equity += pnl_usd;
-            let (meta_reward, sizing_reward) = self.rewards(s, &result, leverage, exposure);
             cycles.push(Cycle {
                 regime: s.regime,
                 level: VolatilityLevel::of(s.volatility),
@@ -582,7 +594,8 @@ impl<'m> Desk<'m> {
         (pick(meta), pick(sizing))
     }
 
-    /// The rewards the engine computes for this close: its formulas on the inputs it sees.
+    /// The rewards the engine's formulas give for this close, for a policy played without an
+    /// engine (random, oracle): the formulas on the inputs the engine would see.
     fn rewards(
         &mut self,
         s: &Scenario,
