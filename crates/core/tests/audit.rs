@@ -56,7 +56,12 @@ fn a_close_reports_each_update_with_its_reward_and_the_terms_that_made_it() {
         (meta.agent, meta.decision_id.as_str()),
         (AgentKind::MetaStrategy, meta_id.as_str())
     );
-    assert!(meta.applied && meta.next_state_key.is_some());
+    assert!(meta.applied);
+    // Under the default profile a close ends the episode: nothing is bootstrapped from.
+    assert_eq!(
+        meta.next_state_key.is_none(),
+        engine.config().close_ends_episode
+    );
     assert_eq!(meta.parts.pnl_pct, 8.73);
     assert_eq!(meta.parts.max_drawdown_pct, Some(1.2));
     let expected = 8.73 - w.drawdown_penalty * 1.2

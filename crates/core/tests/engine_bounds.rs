@@ -1,6 +1,7 @@
 //! The engine against hostile producers, without NATS: forged rewards, dragged clocks, floods of
 //! symbols, and sequence numbers that start over.
 
+use rl_v2_core::domain::profile::LearningProfile;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState, Outcome};
 use rl_v2_core::event::{EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
 
@@ -112,7 +113,8 @@ fn apply_refuses_an_implausible_event_too() {
 
 #[test]
 fn the_reward_reaching_the_q_update_is_bounded_and_counted() {
-    let mut config = EngineConfig::default();
+    // The seed profile's constant step α = 0.01 makes the bound visible in the Q-value.
+    let mut config = EngineConfig::with_profile(LearningProfile::Seed);
     config.plausibility.max_abs_reward = 10.0;
     let mut engine = Engine::new(config);
     let Outcome::Applied { decisions, .. } = predict(&mut engine, "A", T0) else {
