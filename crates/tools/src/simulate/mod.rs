@@ -39,8 +39,8 @@ use std::path::PathBuf;
 
 use rl_v2_core::audit::Update;
 use rl_v2_core::decision::Decision;
-use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::domain::actions::SizingAction;
+use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::domain::market::{detect_regime, PnlWindow, Regime};
 use rl_v2_core::domain::qlearning::StepSize;
 use rl_v2_core::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
