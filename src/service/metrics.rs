@@ -27,6 +27,7 @@ impl Default for ServiceMetrics {
             last_checkpoint_seq: AtomicU64::default(),
             last_checkpoint_ms: AtomicU64::default(),
             slow_consumer_drops: AtomicU64::default(),
+            core_event_drops: AtomicU64::default(),
         }
     }
 }
@@ -49,6 +50,7 @@ pub struct ServiceMetrics {
     last_checkpoint_seq: AtomicU64,
     last_checkpoint_ms: AtomicU64,
     slow_consumer_drops: AtomicU64,
+    core_event_drops: AtomicU64,
 }
 
 /// A copy of the counters, as the stats endpoint reports them.
@@ -74,8 +76,10 @@ pub struct ServiceSnapshot {
     pub last_checkpoint_seq: u64,
     /// How long the latest checkpoint took, in milliseconds.
     pub last_checkpoint_ms: u64,
-    /// Messages the NATS client dropped because rl-v2 fell behind (slow consumer). A lower
-    /// bound: in an extreme flood the client's own event queue can overflow too.
+    /// Messages the NATS client dropped because rl-v2 fell behind (slow consumer). Core-mode
+    /// events are counted exactly (their connection's message count less the messages handed
+    /// to the event loop); other subscriptions (JetStream deliveries, endpoints) from the
+    /// client's slow-consumer events, which are themselves dropped in a flood: a lower bound.
     pub slow_consumer_drops: u64,
 }
 
@@ -131,9 +135,16 @@ impl ServiceMetrics {
         self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records the core-mode event messages dropped so far, as counted by the event
+    /// connection (never decreases).
+    pub fn core_event_drops(&self, dropped: u64) {
+        self.core_event_drops.fetch_max(dropped, Ordering::Relaxed);
+    }
+
     /// Messages dropped as a slow consumer so far.
     pub fn slow_consumer_drops(&self) -> u64 {
         self.slow_consumer_drops.load(Ordering::Relaxed)
+            + self.core_event_drops.load(Ordering::Relaxed)
     }
 
     /// Counts a failed checkpoint.
@@ -159,7 +170,7 @@ impl ServiceMetrics {
             checkpoint_failures: get(&self.checkpoint_failures),
             last_checkpoint_seq: get(&self.last_checkpoint_seq),
             last_checkpoint_ms: get(&self.last_checkpoint_ms),
-            slow_consumer_drops: get(&self.slow_consumer_drops),
+            slow_consumer_drops: self.slow_consumer_drops(),
         }
     }
 }

@@ -29,16 +29,23 @@ pub struct NatsServer {
     pub port: u16,
     jetstream: bool,
     store: TempDir,
+    extra_args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server; with `jetstream`, with JetStream on a temporary store.
     pub fn start(jetstream: bool) -> Self {
+        Self::start_with_args(jetstream, &[])
+    }
+
+    /// As [`Self::start`], with extra `nats-server` arguments (`--user`, `--pass`, `--auth`, …).
+    pub fn start_with_args(jetstream: bool, extra_args: &[&str]) -> Self {
         let mut server = Self {
             child: None,
             port: free_port(),
             jetstream,
             store: tempfile::tempdir().expect("store dir"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         // A free port can be taken by another test's server before ours binds it: then ours
         // exits and the port answers with someone else's name. Try another port.
@@ -65,6 +72,7 @@ impl NatsServer {
         if self.jetstream {
             cmd.arg("-js").arg("-sd").arg(self.store.path());
         }
+        cmd.args(&self.extra_args);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("nats-server starts"));
         let deadline = Instant::now() + WAIT;
