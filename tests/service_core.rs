@@ -571,7 +571,7 @@ async fn micro_service_info_lists_both_endpoints_and_json_logs_are_json() {
         .collect();
     assert_eq!(
         subjects,
-        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.stats"])
+        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.decide.>", "rl_v2.stats"])
     );
     let nats_stats = request(&client, "$SRV.STATS.rl_v2", String::new()).await;
     assert_eq!(nats_stats["name"], "rl_v2");

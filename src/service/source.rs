@@ -96,6 +96,11 @@ impl Source {
                     .map_err(|e| ServiceError::Nats(format!("subscribe to {subject}: {e}")))?,
             );
         }
+        // The server has the subscriptions before the service announces itself.
+        client
+            .flush()
+            .await
+            .map_err(|e| ServiceError::Nats(format!("subscribe to the event subjects: {e}")))?;
         Ok(Self::Core {
             subscriptions: futures::stream::select_all(subs),
             subjects: subjects.clone(),
