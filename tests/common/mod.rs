@@ -33,15 +33,15 @@ pub trait StartServer: Sized {
     /// Starts a server; with `jetstream`, with JetStream on a temporary store.
     fn start(jetstream: bool) -> Self;
     /// As `start`, with extra arguments for nats-server.
-    fn start_with(jetstream: bool, args: &[&str]) -> Self;
+    fn start_with_args(jetstream: bool, args: &[&str]) -> Self;
 }
 
 impl StartServer for NatsServer {
     fn start(jetstream: bool) -> Self {
-        Self::start_with(jetstream, &[])
+        Self::start_with_args(jetstream, &[])
     }
 
-    fn start_with(jetstream: bool, args: &[&str]) -> Self {
+    fn start_with_args(jetstream: bool, args: &[&str]) -> Self {
         NatsServer::launch_with(&nats_server_bin(), jetstream, args)
             .unwrap_or_else(|e| panic!("{e}"))
     }

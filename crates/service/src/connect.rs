@@ -17,10 +17,11 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Connection options from settings: credentials (from the settings or the URL), TLS, the
 /// subscription buffer, unlimited quick reconnection, and a log line per connection change.
 /// Messages the client drops because rl-v2 fell behind (slow consumer) are counted in
-/// `metrics`, not logged one by one: [`crate::slow_consumer`] reports them once a second.
+/// `metrics` when given (one client event per dropped message), never logged one by one:
+/// [`crate::slow_consumer`] reports them once a second.
 pub async fn options(
     s: &NatsSettings,
-    metrics: Arc<ServiceMetrics>,
+    metrics: Option<Arc<ServiceMetrics>>,
 ) -> Result<async_nats::ConnectOptions, ServiceError> {
     let credentials = credentials::resolve(s).map_err(|e| ServiceError::Settings(e.to_string()))?;
     let mut o = match credentials {
@@ -54,7 +55,11 @@ pub async fn options(
             async move {
                 match event {
                     // One event per message dropped; reported in bulk by the slow-consumer task.
-                    async_nats::Event::SlowConsumer(_) => metrics.slow_consumer_drop(),
+                    async_nats::Event::SlowConsumer(_) => {
+                        if let Some(metrics) = &metrics {
+                            metrics.slow_consumer_drop();
+                        }
+                    }
                     async_nats::Event::Connected => tracing::info!("NATS connection up"),
                     async_nats::Event::Disconnected => {
                         tracing::warn!("disconnected from NATS; reconnecting")
@@ -98,12 +103,31 @@ pub async fn connect(
     metrics: Arc<ServiceMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<Option<async_nats::Client>, ServiceError> {
+    connect_as(s, Some(metrics), &s.client_name, shutdown).await
+}
+
+/// A second connection that carries only the core-mode event subscriptions, so that its
+/// message count tells exactly how many of their messages the client dropped (see
+/// [`crate::source::Source::core`]); its slow-consumer events are therefore not counted.
+pub async fn connect_events(
+    s: &NatsSettings,
+    shutdown: &CancellationToken,
+) -> Result<Option<async_nats::Client>, ServiceError> {
+    connect_as(s, None, &format!("{}-events", s.client_name), shutdown).await
+}
+
+async fn connect_as(
+    s: &NatsSettings,
+    metrics: Option<Arc<ServiceMetrics>>,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<async_nats::Client>, ServiceError> {
     let retry = Duration::from_secs_f64(s.connect_retry_secs);
     let url = s.redacted_url();
     let servers = credentials::connect_urls(s);
     let mut attempt = 1u64;
     loop {
-        let opts = options(s, metrics.clone()).await?;
+        let opts = options(s, metrics.clone()).await?.name(name);
         match opts.connect(servers.clone()).await {
             Ok(client) => {
                 tracing::info!(%url, attempt, "connected to NATS");

@@ -17,8 +17,7 @@ pub struct Pong {
 
 /// Connects once and pings `$SRV.PING.<service.name>`; the error says what failed.
 pub async fn ping(settings: &Settings, timeout: Duration) -> Result<Pong, String> {
-    let metrics = std::sync::Arc::new(crate::metrics::ServiceMetrics::default());
-    let opts = crate::connect::options(&settings.nats, metrics)
+    let opts = crate::connect::options(&settings.nats, None)
         .await
         .map_err(|e| e.to_string())?
         .name("rl-v2-health")

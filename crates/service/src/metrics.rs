@@ -28,6 +28,7 @@ impl Default for ServiceMetrics {
             last_checkpoint_ms: AtomicU64::default(),
             checkpoint_requests: AtomicU64::default(),
             slow_consumer_drops: AtomicU64::default(),
+            core_event_drops: AtomicU64::default(),
         }
     }
 }
@@ -51,6 +52,7 @@ pub struct ServiceMetrics {
     last_checkpoint_ms: AtomicU64,
     checkpoint_requests: AtomicU64,
     slow_consumer_drops: AtomicU64,
+    core_event_drops: AtomicU64,
 }
 
 /// A copy of the counters, as the stats endpoint reports them.
@@ -78,8 +80,10 @@ pub struct ServiceSnapshot {
     pub last_checkpoint_ms: u64,
     /// `rl_v2.checkpoint` requests received (concurrent ones share a write).
     pub checkpoint_requests: u64,
-    /// Messages the NATS client dropped because rl-v2 fell behind (slow consumer). A lower
-    /// bound: in an extreme flood the client's own event queue can overflow too.
+    /// Messages the NATS client dropped because rl-v2 fell behind (slow consumer). Core-mode
+    /// events are counted exactly (their connection's message count less the messages handed
+    /// to the event loop); other subscriptions (JetStream deliveries, endpoints) from the
+    /// client's slow-consumer events, which are themselves dropped in a flood: a lower bound.
     pub slow_consumer_drops: u64,
 }
 
@@ -135,9 +139,16 @@ impl ServiceMetrics {
         self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records the core-mode event messages dropped so far, as counted by the event
+    /// connection (never decreases).
+    pub fn core_event_drops(&self, dropped: u64) {
+        self.core_event_drops.fetch_max(dropped, Ordering::Relaxed);
+    }
+
     /// Messages dropped as a slow consumer so far.
     pub fn slow_consumer_drops(&self) -> u64 {
         self.slow_consumer_drops.load(Ordering::Relaxed)
+            + self.core_event_drops.load(Ordering::Relaxed)
     }
 
     /// Counts a failed checkpoint.
@@ -169,7 +180,7 @@ impl ServiceMetrics {
             last_checkpoint_seq: get(&self.last_checkpoint_seq),
             last_checkpoint_ms: get(&self.last_checkpoint_ms),
             checkpoint_requests: get(&self.checkpoint_requests),
-            slow_consumer_drops: get(&self.slow_consumer_drops),
+            slow_consumer_drops: self.slow_consumer_drops(),
         }
     }
 }

@@ -169,7 +169,11 @@ pub async fn serve(
     let (source, consuming) = match settings.delivery.mode {
         DeliveryMode::Core => {
             mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
-            (Source::core(&client, &settings.subjects).await?, None)
+            let Some(events) = connect::connect_events(&settings.nats, &shutdown).await? else {
+                return Ok(());
+            };
+            let source = Source::core(&events, &settings.subjects, metrics.clone()).await?;
+            (source, None)
         }
         DeliveryMode::Jetstream => {
             let js = async_nats::jetstream::new(client.clone());

@@ -2,10 +2,13 @@
 //! subject, to the single event loop that owns the engine.
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+use crate::metrics::ServiceMetrics;
 use crate::settings::Subjects;
 use crate::ServiceError;
 use rl_v2_core::event::EventKind;
@@ -63,16 +66,25 @@ pub enum Source {
         subscriptions: futures::stream::SelectAll<async_nats::Subscriber>,
         /// Subject names, to tell the event kinds apart.
         subjects: Subjects,
+        /// Message count of the connection that carries only these subscriptions.
+        received: Arc<async_nats::Statistics>,
+        /// Messages handed to the event loop.
+        handed: u64,
+        /// Where dropped messages are counted.
+        metrics: Arc<ServiceMetrics>,
     },
     /// Messages handed over by a consuming task (JetStream).
     Channel(mpsc::Receiver<Inbound>),
 }
 
 impl Source {
-    /// Subscribes to the three event subjects.
+    /// Subscribes to the three event subjects on `client`, a connection that carries nothing
+    /// else: whenever the subscriptions are empty, every message it received and did not hand
+    /// over was dropped by the client (slow consumer), and that count goes to `metrics`.
     pub async fn core(
         client: &async_nats::Client,
         subjects: &Subjects,
+        metrics: Arc<ServiceMetrics>,
     ) -> Result<Self, ServiceError> {
         let mut subs = Vec::new();
         for kind in EventKind::ALL {
@@ -84,9 +96,17 @@ impl Source {
                     .map_err(|e| ServiceError::Nats(format!("subscribe to {subject}: {e}")))?,
             );
         }
+        // The server has the subscriptions before the service announces itself.
+        client
+            .flush()
+            .await
+            .map_err(|e| ServiceError::Nats(format!("subscribe to the event subjects: {e}")))?;
         Ok(Self::Core {
             subscriptions: futures::stream::select_all(subs),
             subjects: subjects.clone(),
+            received: client.statistics(),
+            handed: 0,
+            metrics,
         })
     }
 
@@ -97,8 +117,21 @@ impl Source {
             Self::Core {
                 subscriptions,
                 subjects,
+                received,
+                handed,
+                metrics,
             } => loop {
-                let msg = subscriptions.next().await?;
+                let msg = match subscriptions.next().now_or_never() {
+                    Some(msg) => msg?,
+                    None => {
+                        // Nothing buffered: what the connection received and was not handed
+                        // over was dropped.
+                        let total = received.in_messages.load(Ordering::Relaxed);
+                        metrics.core_event_drops(total.saturating_sub(*handed));
+                        subscriptions.next().await?
+                    }
+                };
+                *handed += 1;
                 // Only the three event subjects are subscribed to.
                 let Some(kind) = subjects.kind_of(msg.subject.as_str()) else {
                     continue;
