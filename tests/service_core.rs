@@ -234,8 +234,39 @@ async fn checkpoint_after_100_updates_restores_identical_stats() {
     let restarted = Service::start(&server.url(), &dir.path().join("data"), &CORE);
     restarted.ready(&client).await;
     let after = stats(&client).await;
-    assert_eq!(engine_part(&after), engine_part(&s));
+    let (mut after_engine, mut before_engine) = (engine_part(&after), engine_part(&s));
+    // A restart in core mode begins a new decision-id epoch; everything else is restored.
+    let epoch = |v: &mut Value| v.as_object_mut().unwrap().remove("epoch").unwrap();
+    assert_eq!(
+        epoch(&mut after_engine).as_u64(),
+        epoch(&mut before_engine).as_u64().map(|e| e + 1)
+    );
+    assert_eq!(after_engine, before_engine);
     assert_eq!(after["service"]["checkpoints"], 0);
+}
+
+#[tokio::test]
+async fn after_crashes_in_core_mode_no_decision_id_is_published_twice() {
+    let (server, mut service, client, dir) = setup().await;
+    let mut meta = client.subscribe("RL_META_STRATEGY_DECISION").await.unwrap();
+    client.flush().await.unwrap();
+    let mut ids = BTreeSet::new();
+    for round in 0..3 {
+        // Fewer events than a checkpoint needs: each crash loses the numbering since the last.
+        for i in 0..5 {
+            let p = prediction(&format!("S{i}USDT"), 0.6, &format!("r{round}-{i}"));
+            client.publish("PREDICTION_GENERATED", p.into()).await.unwrap();
+        }
+        for d in collect(&mut meta, 5).await {
+            let id = d["decision_id"].as_str().unwrap().to_string();
+            assert!(ids.insert(id.clone()), "{id} published twice");
+        }
+        service.signal("KILL");
+        service.wait().await;
+        service = Service::start(&server.url(), &dir.path().join("data"), &CORE);
+        service.ready(&client).await;
+    }
+    assert_eq!(ids.len(), 15);
 }
 
 #[tokio::test]

@@ -524,6 +524,22 @@ impl Engine {
         }
     }
 
+    /// Continues at `seq` in a new decision-id epoch, keeping everything learned: for a switch
+    /// to another source of sequence numbers (core mode's own counter to a stream's), whose
+    /// numbers may repeat ones already used in decision ids.
+    pub fn renumber(&mut self, seq: u64) {
+        self.state.last_applied_seq = seq;
+        self.begin_epoch("sequence numbers come from a new source");
+    }
+
+    /// Starts a new decision-id epoch: decisions from here on carry ids that no earlier
+    /// decision had, even at a sequence number used before (core mode after a crash numbers
+    /// again from its checkpoint).
+    pub fn begin_epoch(&mut self, why: &str) {
+        self.state.epoch += 1;
+        tracing::info!(epoch = self.state.epoch, why, "new decision-id epoch");
+    }
+
     /// The decision-id epoch.
     pub fn epoch(&self) -> u64 {
         self.state.epoch

@@ -168,6 +168,15 @@ pub async fn serve(
     );
     let (source, consuming) = match settings.delivery.mode {
         DeliveryMode::Core => {
+            let ran_before = engine.last_applied_seq() > 0
+                || mode::read(&settings.checkpoint.dir).is_some();
+            if ran_before {
+                // Core mode numbers events itself, from the checkpoint: after a crash the numbers
+                // past it were used already, in decision ids that were published. A new epoch,
+                // made durable before the first event, keeps every id new.
+                engine.begin_epoch("core mode restarts its numbering at the checkpoint");
+                store.write(engine.state())?;
+            }
             mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
             let Some(events) = connect::connect_events(&settings.nats, &shutdown).await? else {
                 return Ok(());
@@ -200,7 +209,7 @@ pub async fn serve(
                     stream_last_seq = last_seq,
                     "the checkpoint was written in core mode; accepted by delivery.accept_stream_reset: keeping the learned state and consuming from the stream's next event"
                 );
-                engine.state_mut().last_applied_seq = last_seq;
+                engine.renumber(last_seq);
                 // The checkpoint says where in the stream to resume before the record says
                 // JetStream, so a crash mid-switch never applies the stream's older events.
                 let written = store.write(engine.state())?;
