@@ -481,6 +481,7 @@ async fn prometheus_endpoint_exposes_counters_and_latency_histograms() {
         "rl_v2_updates_total 2",
         "rl_v2_decision_latency_seconds_count 2",
         "rl_v2_checkpoint_duration_seconds_count 1",
+        "rl_v2_checkpoint_requests_total 1",
         "rl_v2_last_applied_seq 4",
         "rl_v2_states_visited{agent=\"meta_strategy\"} 1",
     ] {

@@ -249,6 +249,12 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     counter(&mut r, "checkpoints", "Checkpoints written", s.checkpoints);
     counter(
         &mut r,
+        "checkpoint_requests",
+        "rl_v2.checkpoint requests received (concurrent ones share a write)",
+        s.checkpoint_requests,
+    );
+    counter(
+        &mut r,
         "checkpoint_failures",
         "Checkpoints that failed",
         s.checkpoint_failures,
