@@ -241,22 +241,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
     match cli.command {
         Command::Serve {
             discard_corrupt_checkpoint,
-        } => {
-            rl_v2_service::telemetry::init(&settings.log);
-            let rt = runtime()?;
-            rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                rl_v2_service::shutdown::cancel_on_signals(shutdown.clone());
-                let options = ServeOptions {
-                    discard_corrupt_checkpoint,
-                };
-                serve(settings, options, shutdown).await
-            })
-            .map_err(|e| {
-                tracing::error!(error = %e, "rl-v2 stopped");
-                fail(e)
-            })
-        }
+        } => serve_command(settings, discard_corrupt_checkpoint),
         Command::Replay {
             file,
             out,
@@ -278,80 +263,19 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             chart,
             json,
             quiet,
-        } => {
-            let options = rl_v2_tools::simulate::SimulateOptions {
-                seed,
-                cycles,
-                evaluation_cycles,
-                engine: settings.engine_config(),
-                chart: Some(chart.clone()),
-                progress: !quiet && !json,
-                ..rl_v2_tools::simulate::SimulateOptions::default()
-            };
-            if let Err(e) = options.validate() {
-                eprintln!("rl-v2: {e}");
-                return Err(ExitCode::from(EXIT_USAGE));
-            }
-            let report = rl_v2_tools::simulate::run(&options).map_err(fail)?;
-            print_json_or(json, &report, || {
-                format!(
-                    "{}\n{}\nlearning curve chart: {}\n",
-                    rl_v2_tools::simulate::learning_curve_table(&report),
-                    rl_v2_tools::simulate::summary(&report),
-                    chart.display()
-                )
-            });
-            Ok(())
-        }
+        } => simulate(&settings, seed, cycles, evaluation_cycles, chart, json, quiet),
         Command::Inspect {
             dir,
             states,
             actions,
             json,
-        } => {
-            let store = CheckpointStore::new(dir.unwrap_or(settings.checkpoint.dir.clone()));
-            // Loaded with the settings, so greedy choices use the allowed actions and the
-            // update semantics the service would use.
-            let engine = store
-                .load(&settings.engine_config())
-                .map_err(fail)?
-                .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
-            let summary = rl_v2_service::inspect::summarize(engine.state(), states, actions);
-            print_json_or(json, &summary, || rl_v2_service::inspect::render(&summary));
-            Ok(())
-        }
+        } => inspect(&settings, dir, states, actions, json),
         Command::Import {
             meta,
             sizing,
             out,
             force,
-        } => {
-            if meta.is_none() && sizing.is_none() {
-                eprintln!("rl-v2: import needs --meta FILE, --sizing FILE, or both");
-                return Err(ExitCode::from(EXIT_USAGE));
-            }
-            let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));
-            if store.checkpoint_path().exists() && !force {
-                return Err(fail(format!(
-                    "{} exists; pass --force to overwrite it",
-                    store.checkpoint_path().display()
-                )));
-            }
-            let engine = import_python_tables(
-                &settings.engine_config(),
-                meta.as_deref(),
-                sizing.as_deref(),
-            )
-            .map_err(fail)?;
-            let path = store.write(engine.state()).map_err(fail)?;
-            println!(
-                "imported {} meta and {} sizing states into {}",
-                engine.state().meta.q().states_visited(),
-                engine.state().sizing.q().states_visited(),
-                path.display()
-            );
-            Ok(())
-        }
+        } => import(&settings, meta, sizing, out, force),
         Command::Bench {
             events,
             symbols,
@@ -371,11 +295,6 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 println!("{rss} {states}");
                 return Ok(());
             }
-            // The services under test log to stderr too: warnings only, unless RUST_LOG says.
-            rl_v2_service::telemetry::init(&rl_v2_service::settings::LogSettings {
-                format: settings.log.format,
-                level: "warn".into(),
-            });
             let defaults = rl_v2_tools::bench::BenchOptions::default();
             let opts = rl_v2_tools::bench::BenchOptions {
                 events,
@@ -403,26 +322,149 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 repeat,
                 ..defaults
             };
-            let rt = runtime()?;
-            let report = rt
-                .block_on(rl_v2_tools::bench::run(&opts, |step| {
-                    eprintln!("bench: {step}")
-                }))
-                .map_err(fail)?;
-            print_json_or(json, &report, || rl_v2_tools::bench::render(&report, &opts));
+            bench(&settings, &opts, json)
+        }
+        Command::Health { timeout } => health(&settings, timeout),
+    }
+}
+
+/// `rl-v2 serve`: runs the service until SIGINT or SIGTERM.
+fn serve_command(settings: Settings, discard_corrupt_checkpoint: bool) -> Result<(), ExitCode> {
+    rl_v2_service::telemetry::init(&settings.log);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        rl_v2_service::shutdown::cancel_on_signals(shutdown.clone());
+        let options = ServeOptions {
+            discard_corrupt_checkpoint,
+        };
+        serve(settings, options, shutdown).await
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "rl-v2 stopped");
+        fail(e)
+    })
+}
+
+/// `rl-v2 simulate`: trains on the synthetic market and prints the evaluation.
+fn simulate(
+    settings: &Settings,
+    seed: u64,
+    cycles: usize,
+    evaluation_cycles: usize,
+    chart: PathBuf,
+    json: bool,
+    quiet: bool,
+) -> Result<(), ExitCode> {
+    let options = rl_v2_tools::simulate::SimulateOptions {
+        seed,
+        cycles,
+        evaluation_cycles,
+        engine: settings.engine_config(),
+        chart: Some(chart.clone()),
+        progress: !quiet && !json,
+        ..rl_v2_tools::simulate::SimulateOptions::default()
+    };
+    if let Err(e) = options.validate() {
+        eprintln!("rl-v2: {e}");
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    let report = rl_v2_tools::simulate::run(&options).map_err(fail)?;
+    print_json_or(json, &report, || {
+        format!(
+            "{}\n{}\nlearning curve chart: {}\n",
+            rl_v2_tools::simulate::learning_curve_table(&report),
+            rl_v2_tools::simulate::summary(&report),
+            chart.display()
+        )
+    });
+    Ok(())
+}
+
+/// `rl-v2 inspect`: summarizes a checkpoint.
+fn inspect(
+    settings: &Settings,
+    dir: Option<PathBuf>,
+    states: usize,
+    actions: usize,
+    json: bool,
+) -> Result<(), ExitCode> {
+    let store = CheckpointStore::new(dir.unwrap_or(settings.checkpoint.dir.clone()));
+    // Loaded with the settings, so greedy choices use the allowed actions and the
+    // update semantics the service would use.
+    let engine = store
+        .load(&settings.engine_config())
+        .map_err(fail)?
+        .ok_or_else(|| fail(format!("no checkpoint in {}", store.dir().display())))?;
+    let summary = rl_v2_service::inspect::summarize(engine.state(), states, actions);
+    print_json_or(json, &summary, || rl_v2_service::inspect::render(&summary));
+    Ok(())
+}
+
+/// `rl-v2 import`: turns the Python version's tables into a checkpoint.
+fn import(
+    settings: &Settings,
+    meta: Option<PathBuf>,
+    sizing: Option<PathBuf>,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<(), ExitCode> {
+    if meta.is_none() && sizing.is_none() {
+        eprintln!("rl-v2: import needs --meta FILE, --sizing FILE, or both");
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    let store = CheckpointStore::new(out.unwrap_or(settings.checkpoint.dir.clone()));
+    if store.checkpoint_path().exists() && !force {
+        return Err(fail(format!(
+            "{} exists; pass --force to overwrite it",
+            store.checkpoint_path().display()
+        )));
+    }
+    let engine = import_python_tables(
+        &settings.engine_config(),
+        meta.as_deref(),
+        sizing.as_deref(),
+    )
+    .map_err(fail)?;
+    let path = store.write(engine.state()).map_err(fail)?;
+    println!(
+        "imported {} meta and {} sizing states into {}",
+        engine.state().meta.q().states_visited(),
+        engine.state().sizing.q().states_visited(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `rl-v2 bench`: measures rl-v2 against the bare baselines and prints the report.
+fn bench(
+    settings: &Settings,
+    opts: &rl_v2_tools::bench::BenchOptions,
+    json: bool,
+) -> Result<(), ExitCode> {
+    // The services under test log to stderr too: warnings only, unless RUST_LOG says.
+    rl_v2_service::telemetry::init(&rl_v2_service::settings::LogSettings {
+        format: settings.log.format,
+        level: "warn".into(),
+    });
+    let rt = runtime()?;
+    let report = rt
+        .block_on(rl_v2_tools::bench::run(opts, |step| eprintln!("bench: {step}")))
+        .map_err(fail)?;
+    print_json_or(json, &report, || rl_v2_tools::bench::render(&report, opts));
+    Ok(())
+}
+
+/// `rl-v2 health`: pings the running service.
+fn health(settings: &Settings, timeout: f64) -> Result<(), ExitCode> {
+    let timeout = Duration::from_secs_f64(timeout.max(0.1));
+    let rt = runtime()?;
+    match rt.block_on(rl_v2_service::health::ping(settings, timeout)) {
+        Ok(pong) => {
+            println!("{} {} ({}) is up", pong.name, pong.version, pong.id);
             Ok(())
         }
-        Command::Health { timeout } => {
-            let timeout = Duration::from_secs_f64(timeout.max(0.1));
-            let rt = runtime()?;
-            match rt.block_on(rl_v2_service::health::ping(&settings, timeout)) {
-                Ok(pong) => {
-                    println!("{} {} ({}) is up", pong.name, pong.version, pong.id);
-                    Ok(())
-                }
-                Err(e) => Err(fail(format!("unhealthy: {e}"))),
-            }
-        }
+        Err(e) => Err(fail(format!("unhealthy: {e}"))),
     }
 }
 
