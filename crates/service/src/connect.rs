@@ -140,9 +140,10 @@ async fn connect_as(
                     "the broker refused rl-v2's credentials; not retrying. Fix nats.user/nats.password, \
                      nats.token, nats.creds_file or the credentials in nats.url"
                 );
-                return Err(ServiceError::Nats(format!(
-                    "{url} refused the credentials: {e}"
-                )));
+                return Err(ServiceError::nats(
+                    format!("{url} refused the credentials"),
+                    e,
+                ));
             }
             Err(e) => {
                 tracing::warn!(%url, attempt, error = %e, "NATS not reachable; retrying in {:?}", retry);

@@ -118,7 +118,7 @@ pub async fn prepare_stream(
             let info = existing
                 .info()
                 .await
-                .map_err(|e| ServiceError::JetStream(format!("stream {}: {e}", delivery.stream)))?;
+                .map_err(|e| ServiceError::jetstream(format!("stream {}", delivery.stream), e))?;
             for subject in &wanted {
                 if !info.config.subjects.iter().any(|p| captures(p, subject)) {
                     tracing::warn!(
@@ -162,7 +162,7 @@ pub async fn prepare_stream(
                 ..Default::default()
             };
             let created = js.create_stream(config).await.map_err(|e| {
-                ServiceError::JetStream(format!("create stream {}: {e}", delivery.stream))
+                ServiceError::jetstream(format!("create stream {}", delivery.stream), e)
             })?;
             tracing::info!(stream = %delivery.stream, "stream created");
             Ok(created)
@@ -175,7 +175,7 @@ pub async fn bounds(stream: &mut stream::Stream) -> Result<(u64, u64), ServiceEr
     let info = stream
         .info()
         .await
-        .map_err(|e| ServiceError::JetStream(format!("stream info: {e}")))?;
+        .map_err(|e| ServiceError::jetstream("stream info", e))?;
     Ok((info.state.first_sequence, info.state.last_sequence))
 }
 

@@ -42,15 +42,52 @@ pub enum ServiceError {
     /// The checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// The broker refused something.
-    #[error("NATS: {0}")]
-    Nats(String),
-    /// JetStream is missing or refused something.
+    /// The broker refused an operation, or the connection failed.
+    #[error("NATS: {what}: {source}")]
+    Nats {
+        /// What rl-v2 was doing.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// JetStream refused an operation.
+    #[error("JetStream: {what}: {source}")]
+    JetStreamRefused {
+        /// What rl-v2 was doing.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// JetStream is missing, or the stream does not fit the checkpoint: start-up stops, saying
+    /// how to fix it.
     #[error("JetStream: {0}")]
     JetStream(String),
     /// A task of the service panicked; the service stopped (after its final checkpoint).
     #[error("{0}")]
     TaskFailed(String),
+}
+
+/// An error from the NATS client, kept whole for its source chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ServiceError {
+    /// The broker refused `what`.
+    pub(crate) fn nats(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Nats {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// JetStream refused `what`.
+    pub(crate) fn jetstream(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::JetStreamRefused {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Start-up choices that are not settings.
@@ -271,22 +308,22 @@ pub async fn serve(
         .description("rl-v2: Q-learning meta-strategy and position-sizing agents")
         .start(&name, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| ServiceError::Nats(format!("start micro service {name}: {e}")))?;
+        .map_err(|e| ServiceError::nats(format!("start micro service {name}"), e))?;
     let group = service.group(&name);
     let mut stats_endpoint = group
         .endpoint("stats")
         .await
-        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.stats: {e}")))?;
+        .map_err(|e| ServiceError::nats(format!("endpoint {name}.stats"), e))?;
     let mut checkpoint_endpoint = group
         .endpoint("checkpoint")
         .await
-        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.checkpoint: {e}")))?;
+        .map_err(|e| ServiceError::nats(format!("endpoint {name}.checkpoint"), e))?;
     let decide_endpoint = group
         .endpoint_builder()
         .name("decide")
         .add("decide.>")
         .await
-        .map_err(|e| ServiceError::Nats(format!("endpoint {name}.decide.>: {e}")))?;
+        .map_err(|e| ServiceError::nats(format!("endpoint {name}.decide.>"), e))?;
     tracing::info!(
         mode = ?settings.delivery.mode,
         service = %name,

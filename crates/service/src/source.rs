@@ -93,14 +93,14 @@ impl Source {
                 client
                     .subscribe(subject.clone())
                     .await
-                    .map_err(|e| ServiceError::Nats(format!("subscribe to {subject}: {e}")))?,
+                    .map_err(|e| ServiceError::nats(format!("subscribe to {subject}"), e))?,
             );
         }
         // The server has the subscriptions before the service announces itself.
         client
             .flush()
             .await
-            .map_err(|e| ServiceError::Nats(format!("subscribe to the event subjects: {e}")))?;
+            .map_err(|e| ServiceError::nats("subscribe to the event subjects", e))?;
         Ok(Self::Core {
             subscriptions: futures::stream::select_all(subs),
             subjects: subjects.clone(),
