@@ -263,7 +263,15 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             chart,
             json,
             quiet,
-        } => simulate(&settings, seed, cycles, evaluation_cycles, chart, json, quiet),
+        } => simulate(
+            &settings,
+            seed,
+            cycles,
+            evaluation_cycles,
+            chart,
+            json,
+            quiet,
+        ),
         Command::Inspect {
             dir,
             states,
@@ -449,7 +457,9 @@ fn bench(
     });
     let rt = runtime()?;
     let report = rt
-        .block_on(rl_v2_tools::bench::run(opts, |step| eprintln!("bench: {step}")))
+        .block_on(rl_v2_tools::bench::run(opts, |step| {
+            eprintln!("bench: {step}")
+        }))
         .map_err(fail)?;
     print_json_or(json, &report, || rl_v2_tools::bench::render(&report, opts));
     Ok(())

@@ -255,7 +255,10 @@ async fn after_crashes_in_core_mode_no_decision_id_is_published_twice() {
         // Fewer events than a checkpoint needs: each crash loses the numbering since the last.
         for i in 0..5 {
             let p = prediction(&format!("S{i}USDT"), 0.6, &format!("r{round}-{i}"));
-            client.publish("PREDICTION_GENERATED", p.into()).await.unwrap();
+            client
+                .publish("PREDICTION_GENERATED", p.into())
+                .await
+                .unwrap();
         }
         for d in collect(&mut meta, 5).await {
             let id = d["decision_id"].as_str().unwrap().to_string();

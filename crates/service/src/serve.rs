@@ -205,8 +205,8 @@ pub async fn serve(
     );
     let (source, consuming) = match settings.delivery.mode {
         DeliveryMode::Core => {
-            let ran_before = engine.last_applied_seq() > 0
-                || mode::read(&settings.checkpoint.dir).is_some();
+            let ran_before =
+                engine.last_applied_seq() > 0 || mode::read(&settings.checkpoint.dir).is_some();
             if ran_before {
                 // Core mode numbers events itself, from the checkpoint: after a crash the numbers
                 // past it were used already, in decision ids that were published. A new epoch,
