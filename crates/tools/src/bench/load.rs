@@ -10,8 +10,10 @@ use tokio::sync::Semaphore;
 
 use rl_v2_service::settings::Subjects;
 
-/// How long the receiver waits for stragglers once everything is sent.
-const DRAIN: Duration = Duration::from_secs(3);
+/// How long the receiver waits for the next straggler once everything is sent: a decision this
+/// late counts as lost. Long enough that a loaded machine (a JetStream redelivery, a checkpoint,
+/// a descheduled process) is not mistaken for a loss; a run that loses nothing never waits for it.
+const DRAIN: Duration = Duration::from_secs(15);
 
 /// How events are paced.
 #[derive(Debug, Clone, Copy)]
