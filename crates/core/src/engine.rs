@@ -499,11 +499,6 @@ impl Engine {
         &self.state
     }
 
-    /// The state, mutably (for importing Python-format tables).
-    pub fn state_mut(&mut self) -> &mut EngineState {
-        &mut self.state
-    }
-
     /// Sequence number of the last event applied or rejected.
     pub fn last_applied_seq(&self) -> u64 {
         self.state.last_applied_seq

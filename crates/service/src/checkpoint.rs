@@ -289,7 +289,10 @@ pub fn import_python_tables(
     meta: Option<&Path>,
     sizing: Option<&Path>,
 ) -> Result<Engine, CheckpointError> {
-    let mut engine = Engine::new(config.clone());
+    // A fresh engine's state with the tables loaded into it, then validated and configured as
+    // any checkpoint is.
+    let mut state = Engine::new(config.clone()).state().clone();
+    let mut last = None;
     for (path, kind) in [
         (meta, AgentKind::MetaStrategy),
         (sizing, AgentKind::PositionSizing),
@@ -297,14 +300,17 @@ pub fn import_python_tables(
         let Some(path) = path else { continue };
         let bytes = fs::read(path).map_err(io_err(path))?;
         let table: PythonTable = serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e))?;
-        let state = engine.state_mut();
         let agent = match kind {
             AgentKind::MetaStrategy => &mut state.meta,
             AgentKind::PositionSizing => &mut state.sizing,
         };
         table.load_into(agent).map_err(|e| corrupt(path, e))?;
+        last = Some(path);
     }
-    Ok(engine)
+    Engine::from_state(config.clone(), state).map_err(|e| match last {
+        Some(path) => corrupt(path, e),
+        None => corrupt(Path::new("(no table)"), e),
+    })
 }
 
 /// Files one checkpoint writes.

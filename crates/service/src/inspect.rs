@@ -248,12 +248,12 @@ mod tests {
 
     #[test]
     fn imported_states_are_listed_with_their_greedy_action() {
-        let mut e = Engine::new(EngineConfig::default());
-        let q = e.state_mut().meta.q_mut();
+        let mut state = Engine::new(EngineConfig::default()).state().clone();
+        let q = state.meta.q_mut();
         q.insert_stored("few".into(), &[(3, -0.5)]).unwrap();
         q.insert_stored("many".into(), &[(0, -0.2), (1, 0.4)])
             .unwrap();
-        let s = summarize(e.state(), 5, 2);
+        let s = summarize(&state, 5, 2);
         let listed: Vec<&str> = s
             .meta
             .most_visited

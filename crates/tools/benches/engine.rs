@@ -106,7 +106,7 @@ fn checkpoints(c: &mut Criterion) {
     let mut g = c.benchmark_group("checkpoint");
     g.sample_size(10);
     for states in [1_000usize, 10_000, 100_000] {
-        let engine = engine_with_states(states, &EngineConfig::default());
+        let engine = engine_with_states(states, &EngineConfig::default()).expect("a valid table");
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path());
         g.bench_with_input(BenchmarkId::new("write", states), &engine, |b, engine| {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::nats_server::{self, NatsServer};
 use load::Pace;
-use rl_v2_core::engine::{Engine, EngineConfig};
+use rl_v2_core::engine::{Engine, EngineConfig, StateError};
 use rl_v2_service::checkpoint::CheckpointStore;
 use rl_v2_service::settings::{DeliveryMode, Settings};
 use rl_v2_service::{serve, ServeOptions};
@@ -375,11 +375,11 @@ async fn compare(
 }
 
 /// An engine whose meta table has `states` visited states, for the checkpoint scenario.
-pub fn engine_with_states(states: usize, config: &EngineConfig) -> Engine {
+pub fn engine_with_states(states: usize, config: &EngineConfig) -> Result<Engine, StateError> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(states as u64);
-    let mut engine = Engine::new(config.clone());
-    let q = engine.state_mut().meta.q_mut();
+    let mut state = Engine::new(config.clone()).state().clone();
+    let q = state.meta.q_mut();
     for i in 0..states {
         let row: Vec<f64> = (0..q.n_actions())
             .map(|_| rng.random_range(-1.0..1.0))
@@ -387,7 +387,7 @@ pub fn engine_with_states(states: usize, config: &EngineConfig) -> Engine {
         // Finite by construction.
         let _ = q.insert_row(format!("BENCH|state={i:07}"), row);
     }
-    engine
+    Engine::from_state(config.clone(), state)
 }
 
 async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String> {
@@ -396,7 +396,8 @@ async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String
         let mut pair = Vec::new();
         for every in [1_000_000_000u64, 100] {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default());
+            let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default())
+                .map_err(|e| e.to_string())?;
             CheckpointStore::new(dir.path())
                 .write(engine.state())
                 .map_err(|e| e.to_string())?;
