@@ -41,25 +41,6 @@ fn events(n: usize) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// Publishes into the stream with message ids `evt-<from + i>`, each acknowledged.
-async fn publish_all(js: &jetstream::Context, events: &[(&'static str, String)], from: usize) {
-    for (i, (subject, payload)) in events.iter().enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("evt-{}", from + i).as_str(),
-        );
-        let ack = js
-            .publish_with_headers(*subject, headers, payload.clone().into())
-            .await
-            .expect("publish");
-        tokio::time::timeout(WAIT, ack)
-            .await
-            .expect("ack in time")
-            .expect("stream acknowledges");
-    }
-}
-
 /// A server with the stream holding [`EVENTS`] events, and the checkpoint of an uninterrupted
 /// run over them (`python` puts the Python version's meta table in its data dir first).
 struct Fixture {
