@@ -5,8 +5,6 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pw-5f2b9c1e-secret";
@@ -16,36 +14,10 @@ async fn client_with(url: &str, opts: async_nats::ConnectOptions) -> async_nats:
     opts.connect(url).await.expect("test client connects")
 }
 
-/// Runs `rl-v2 serve` with `env` and waits for it to exit (killing it after [`WAIT`]).
+/// Runs `rl-v2 serve` with `env` in a fresh data directory until it exits.
 fn serve_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rl-v2"));
-    cmd.arg("serve")
-        .env("RL_V2__CHECKPOINT__DIR", dir.path())
-        .env("RL_V2__NATS__CONNECT_RETRY_SECS", "0.2")
-        .env_remove("RUST_LOG")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("rl-v2 starts");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out: Output = child.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    serve_until_exit(dir.path(), env)
 }
 
 #[tokio::test]

@@ -5,41 +5,6 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs `rl-v2 serve` against `url` with `env` until it exits (killed after [`WAIT`]): the exit
-/// code (`None` when killed) and what it printed.
-fn serve_to_exit(url: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rl-v2"));
-    cmd.arg("serve")
-        .env("RL_V2__NATS__URL", url)
-        .env("RL_V2__CHECKPOINT__DIR", dir)
-        .env("RL_V2__NATS__CONNECT_RETRY_SECS", "0.2")
-        .env_remove("RUST_LOG")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("rl-v2 starts");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
 
 #[test]
 fn settings_that_would_misbehave_exit_2_naming_the_key() {
@@ -60,7 +25,14 @@ fn settings_that_would_misbehave_exit_2_naming_the_key() {
         ("delivery.ack_wait_secs", "inf"),
     ] {
         let var = format!("RL_V2__{}", key.replace('.', "__").to_uppercase());
-        let (code, out) = serve_to_exit(&server.url(), dir.path(), &[core, (&var, value)]);
+        let (code, out) = serve_until_exit(
+            dir.path(),
+            &[
+                ("RL_V2__NATS__URL", server.url().as_str()),
+                core,
+                (&var, value),
+            ],
+        );
         assert_eq!(code, Some(2), "{key} = {value}: {out}");
         assert!(
             out.contains(&format!("`{key}`")),

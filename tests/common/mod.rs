@@ -345,3 +345,36 @@ pub async fn reference_checkpoint(url: &str, dir: &std::path::Path, last_seq: u6
     assert!(service.wait().await.success(), "{}", service.log_text());
     std::fs::read(data.join("checkpoint.json")).unwrap()
 }
+
+/// Runs `rl-v2 serve` with its checkpoint in `dir` and `env` (`RL_V2__…` settings, the URL among
+/// them) until it exits, killed after [`WAIT`]: the exit code (`None` when killed) and what it
+/// printed.
+pub fn serve_until_exit(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rl-v2"));
+    cmd.arg("serve")
+        .env("RL_V2__CHECKPOINT__DIR", dir)
+        .env("RL_V2__NATS__CONNECT_RETRY_SECS", "0.2")
+        .env_remove("RUST_LOG")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("rl-v2 starts");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
