@@ -55,15 +55,8 @@ impl LearningProfile {
     pub fn learning(&self) -> ProfileLearning {
         match self {
             Self::Seed => ProfileLearning {
-                hyperparameters: Hyperparameters {
-                    alpha: 0.01,
-                    gamma: 0.99,
-                    epsilon: 0.1,
-                    epsilon_decay: 0.999,
-                    epsilon_min: 0.01,
-                    step_size: StepSize::Constant,
-                    initial_q: 0.0,
-                },
+                // The original design's numbers are the generic core's defaults.
+                hyperparameters: Hyperparameters::default(),
                 close_ends_episode: false,
                 edges: BucketEdges::default(),
             },
