@@ -180,6 +180,12 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Table sizes (states) of the checkpoint-write memory runs.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
+        write_memory_states: Vec<usize>,
+        /// Internal: write one checkpoint of this many states and print what it cost.
+        #[arg(long, hide = true)]
+        write_memory_child: Option<usize>,
         /// Internal: run the memory workload with this many events and print peak RSS.
         #[arg(long, hide = true)]
         memory_child: Option<u64>,
@@ -297,7 +303,14 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             json,
             memory_child,
             symbols_memory,
+            write_memory_states,
+            write_memory_child,
         } => {
+            if let Some(states) = write_memory_child {
+                let measured = rl_v2_tools::bench::write_memory::child(states).map_err(fail)?;
+                print_json_or(true, &measured, String::new);
+                return Ok(());
+            }
             if let Some(n) = memory_child {
                 let (rss, states) = rl_v2_tools::bench::memory_run(n, symbols_memory);
                 println!("{rss} {states}");
@@ -322,6 +335,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                         .unwrap_or(defaults.memory_events.1),
                 ),
                 memory_symbols: symbols_memory,
+                write_memory_states,
                 parts: if only.is_empty() {
                     defaults.parts.clone()
                 } else {

@@ -22,6 +22,8 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
             "--memory-events",
             "3000",
             "30000",
+            "--write-memory-states",
+            "2000,20000",
             "--json",
         ])
         .output()
@@ -44,6 +46,23 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
     }
     assert_eq!(r["checkpoint"]["states"], 2000);
     assert!(r["checkpoint"]["with"]["p99_ms"].as_f64() > Some(0.0));
+    let requested = &r["checkpoint"]["requested"];
+    assert_eq!(requested["lost_at_rate"], 0, "{requested}");
+    assert!(
+        r["checkpoint"]["checkpoint_requests_answered"].as_u64() > Some(0),
+        "{}",
+        r["checkpoint"]
+    );
+    let writes = r["write_memory"]
+        .as_array()
+        .expect("checkpoint write memory");
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    for (w, states) in writes.iter().zip([2000, 20000]) {
+        assert_eq!(w["states"], states, "{w}");
+        let (steady, peak) = (w["steady_kib"].as_u64(), w["peak_kib"].as_u64());
+        assert!(steady > Some(0) && peak >= steady, "{w}");
+        assert!(w["bytes"].as_u64() > Some(states * 60 * 4), "{w}");
+    }
     let small = r["memory"]["small"][1].as_u64().unwrap();
     let large = r["memory"]["large"][1].as_u64().unwrap();
     assert!(

@@ -199,3 +199,83 @@ async fn a_core_mode_directory_is_refused_in_jetstream_mode_as_such_unless_accep
     let s = stats(&client).await;
     assert_eq!(s["counters"]["events"]["PREDICTION_GENERATED"], 6, "{s}");
 }
+
+#[tokio::test]
+async fn decide_requests_in_flight_when_the_service_stops_each_get_an_answer() {
+    const BACKLOG: usize = 30_000;
+    const REQUESTS: usize = 20;
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut service = Service::start(&server.url(), &data, &[]);
+    let client = client(&server.url()).await;
+    service.ready(&client).await;
+    let js = jetstream::new(client.clone());
+
+    // A frozen service reads nothing: a backlog piles up in the stream, and the decide requests
+    // wait for it on the connection.
+    service.signal("STOP");
+    publish_all(&js, &events(BACKLOG), 0).await;
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let subject = "rl_v2.decide.PREDICTION_GENERATED";
+                let payload = prediction(&format!("R{i}USDT"), 0.5, &format!("stop-{i}"));
+                let reply = client.request(subject, payload.into());
+                tokio::time::timeout(std::time::Duration::from_secs(20), reply).await
+            })
+        })
+        .collect();
+    client.flush().await.unwrap();
+    // Resumed, it puts the requests' events into the stream behind the backlog; it is told to
+    // stop as soon as they are there, long before it reaches them.
+    service.signal("CONT");
+    let total = (BACKLOG + REQUESTS) as u64;
+    tokio::time::timeout(WAIT, async {
+        while last_stream_seq(&js).await < total {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the requests' events reach the stream");
+    service.signal("TERM");
+
+    let (mut decided, mut stopped) = (0, 0);
+    for (i, task) in requests.into_iter().enumerate() {
+        let reply = task
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("request {i} got no answer within 20 s"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+        match answer["reason"].as_str() {
+            None => {
+                assert_eq!(answer["agent"], "meta_strategy", "{answer}");
+                decided += 1;
+            }
+            Some("shutting_down") => {
+                let seq = answer["event_seq"].as_u64().expect("the event's sequence");
+                assert!(seq > BACKLOG as u64, "{answer}");
+                stopped += 1;
+            }
+            Some(other) => panic!("request {i}: {other}: {answer}"),
+        }
+    }
+    assert_eq!(decided + stopped, REQUESTS);
+    assert!(stopped > 0, "the service reached every request before it stopped");
+    assert!(service.wait().await.success(), "{}", service.log_text());
+
+    // Restarted, it applies what was left exactly once: its state is an uninterrupted run's.
+    let mut again = Service::start(&server.url(), &data, &[]);
+    again.ready(&client).await;
+    applied(&client, total).await;
+    again.signal("TERM");
+    assert!(again.wait().await.success(), "{}", again.log_text());
+    let reference = reference_checkpoint(&server.url(), dir.path(), total).await;
+    assert_eq!(
+        std::fs::read(data.join("checkpoint.json")).unwrap(),
+        reference,
+        "restarted state differs from an uninterrupted run"
+    );
+}

@@ -12,8 +12,10 @@
 //! old one, and the directory is synced, so a crash leaves either the old or the new file.
 //!
 //! Order and markers keep a crash at any step from counting an update twice:
-//! * every file is encoded before the first one is touched, so a serialisation failure never
-//!   replaces a good file;
+//! * every file is encoded straight into its temporary file, row by row, so writing holds no
+//!   copy of the table in memory; a serialisation failure removes the temporary and never
+//!   replaces a good file (a failure in a later file leaves the state a crash between files
+//!   leaves, which the next two points make harmless);
 //! * `checkpoint.json` is replaced first and the tables after it, so Python-format tables the
 //!   Python version left behind stay in place until a checkpoint exists;
 //! * the tables rl-v2 writes carry `"written_by": "rl-v2"` (a key the Python loader, which reads
@@ -22,10 +24,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::python_format::PythonTable;
+use crate::python_format::PythonTableView;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState, StateError};
 
@@ -106,7 +109,7 @@ pub const WRITTEN_BY_RL_V2: &str = "rl-v2";
 #[derive(Serialize)]
 struct MarkedTable<'a> {
     #[serde(flatten)]
-    table: &'a PythonTable,
+    table: PythonTableView<'a>,
     written_by: &'static str,
 }
 
@@ -139,40 +142,32 @@ impl CheckpointStore {
     }
 
     /// As [`Self::write`], calling `after_step` after each of its [`WRITE_STEPS`] steps; an error
-    /// from it stops the write there, as a failure of that step would. Every file is encoded
-    /// before the first is touched; `checkpoint.json` is replaced first, then the tables.
+    /// from it stops the write there, as a failure of that step would. Each file is encoded
+    /// straight into its temporary file; `checkpoint.json` is replaced first, then the tables.
     pub fn write_with(
         &self,
         state: &EngineState,
         after_step: &mut dyn FnMut(Step) -> std::io::Result<()>,
     ) -> Result<PathBuf, CheckpointError> {
-        let files: [(&'static str, Vec<u8>); FILES_PER_CHECKPOINT] = [
-            (CHECKPOINT_FILE, encode(state)?),
-            (
-                META_TABLE_FILE,
-                encode_json(
-                    META_TABLE_FILE,
-                    &MarkedTable {
-                        table: &PythonTable::of(&state.meta),
-                        written_by: WRITTEN_BY_RL_V2,
-                    },
-                )?,
-            ),
-            (
-                SIZING_TABLE_FILE,
-                encode_json(
-                    SIZING_TABLE_FILE,
-                    &MarkedTable {
-                        table: &PythonTable::of(&state.sizing),
-                        written_by: WRITTEN_BY_RL_V2,
-                    },
-                )?,
-            ),
+        let meta = MarkedTable {
+            table: PythonTableView::of(&state.meta),
+            written_by: WRITTEN_BY_RL_V2,
+        };
+        let sizing = MarkedTable {
+            table: PythonTableView::of(&state.sizing),
+            written_by: WRITTEN_BY_RL_V2,
+        };
+        let files: [(&'static str, Encoder); FILES_PER_CHECKPOINT] = [
+            (CHECKPOINT_FILE, &|out| serde_json::to_writer(out, state)),
+            (META_TABLE_FILE, &|out| serde_json::to_writer(out, &meta)),
+            (SIZING_TABLE_FILE, &|out| {
+                serde_json::to_writer(out, &sizing)
+            }),
         ];
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let mut number = 0;
-        for (file, bytes) in &files {
-            write_atomic_with(&self.dir.join(file), bytes, &mut |kind| {
+        for (file, encoder) in files {
+            write_atomic_with(&self.dir.join(file), file, encoder, &mut |kind| {
                 number += 1;
                 after_step(Step { number, kind, file })
             })?;
@@ -353,28 +348,42 @@ fn temporary_path(path: &Path) -> PathBuf {
     dir.join(format!(".{file_name}.tmp"))
 }
 
+/// Writes a file's content into a writer; an error that is not I/O is an encoding failure.
+type Encoder<'a> = &'a dyn Fn(&mut dyn Write) -> serde_json::Result<()>;
+
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    write_atomic_with(path, bytes, &mut |_| Ok(()))
+    let encoder: Encoder = &|out| out.write_all(bytes).map_err(serde_json::Error::io);
+    write_atomic_with(path, "file", encoder, &mut |_| Ok(()))
 }
 
-/// As [`write_atomic`], calling `after_step` after each step. On an error before the rename the
-/// temporary file is removed (best effort).
+/// As [`write_atomic`], the content streamed from `encoder` through a buffer (no copy of the
+/// whole file in memory), calling `after_step` after each step. On an error before the rename
+/// the temporary file is removed (best effort) and `path` is untouched.
 fn write_atomic_with(
     path: &Path,
-    bytes: &[u8],
+    file_name: &'static str,
+    encoder: Encoder,
     after_step: &mut dyn FnMut(StepKind) -> std::io::Result<()>,
 ) -> Result<(), CheckpointError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = temporary_path(path);
     let staged = (|| {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        encoder(&mut out).map_err(|e| match e.is_io() {
+            true => io_err(&tmp)(e.into()),
+            false => CheckpointError::Encode {
+                file: file_name,
+                reason: e.to_string(),
+            },
+        })?;
+        let file = out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
         after_step(StepKind::WriteTemporary).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
         after_step(StepKind::SyncTemporary).map_err(io_err(&tmp))?;
@@ -391,6 +400,9 @@ fn write_atomic_with(
     after_step(StepKind::SyncDirectory).map_err(io_err(dir))?;
     Ok(())
 }
+
+/// Bytes buffered between the encoder and a checkpoint file.
+const WRITE_BUFFER: usize = 1 << 16;
 
 #[cfg(test)]
 mod tests {
@@ -621,6 +633,44 @@ mod tests {
         let err = encode_json(CHECKPOINT_FILE, &Unserialisable).unwrap_err();
         assert!(matches!(err, CheckpointError::Encode { .. }), "{err}");
         assert!(err.to_string().contains("nothing was written"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_while_streaming_a_file_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHECKPOINT_FILE);
+        fs::write(&path, b"the old checkpoint").unwrap();
+        let encoder: Encoder = &|out| {
+            out.write_all(&[b'x'; 3 * WRITE_BUFFER])
+                .map_err(serde_json::Error::io)?;
+            Err(serde::ser::Error::custom("no"))
+        };
+        let err = write_atomic_with(&path, CHECKPOINT_FILE, encoder, &mut |_| Ok(())).unwrap_err();
+        assert!(matches!(err, CheckpointError::Encode { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"the old checkpoint");
+        assert!(CheckpointStore::new(dir.path())
+            .remove_stale_temporaries()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn streamed_tables_are_the_bytes_of_the_python_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = trained();
+        CheckpointStore::new(dir.path())
+            .write(engine.state())
+            .unwrap();
+        for (file, agent) in [
+            (META_TABLE_FILE, &engine.state().meta),
+            (SIZING_TABLE_FILE, &engine.state().sizing),
+        ] {
+            // The bytes of the whole table built in memory, plus the marker.
+            let mut whole = encode_json(file, &PythonTable::of(agent)).unwrap();
+            whole.pop();
+            whole.extend_from_slice(br#","written_by":"rl-v2"}"#);
+            assert_eq!(fs::read(dir.path().join(file)).unwrap(), whole, "{file}");
+        }
     }
 
     fn hand_edited(edit: impl FnOnce(&mut serde_json::Value)) -> CheckpointError {

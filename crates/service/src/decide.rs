@@ -12,11 +12,15 @@
 //! `Nats-Msg-Id` lets the stream drop a retried request, which is answered with the sequence of
 //! the first.
 //!
+//! A request still waiting when the service stops is answered `shutting_down` (with the event's
+//! stream sequence: it will be applied after a restart) before the connection closes; see
+//! [`serve`].
+//!
 //! In core mode the endpoint forwards the request to the event subject and relays the reply, so
 //! callers can use the same subject in both modes.
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +55,8 @@ struct Slots {
 #[derive(Default)]
 pub struct Waiters {
     slots: Mutex<Slots>,
+    /// Cancelled when the event loop has stopped: no outcome will come any more.
+    closed: CancellationToken,
 }
 
 impl Waiters {
@@ -81,6 +87,12 @@ impl Waiters {
         let (tx, rx) = oneshot::channel();
         slots.waiting.insert(seq, tx);
         Some(Claim::Wait(rx))
+    }
+
+    /// Says that the event loop has stopped: every request still waiting is answered at once
+    /// that its event will be applied after a restart.
+    pub fn close(&self) {
+        self.closed.cancel();
     }
 
     fn forget(&self, seq: u64) {
@@ -126,21 +138,27 @@ fn failure(reason: &str, error: impl std::fmt::Display) -> Bytes {
     answer(serde_json::json!({"reason": reason, "error": error.to_string()}))
 }
 
-/// Serves the decide endpoint until `shutdown`; each request runs in its own task.
+/// Serves the decide endpoint until the event loop has stopped ([`Waiters::close`]); each
+/// request runs in its own task. While the service drains, requests are still taken: their
+/// events go into the stream and are answered with their decision or, once the loop has
+/// stopped, `shutting_down`. Requests already delivered when the loop stops are answered
+/// `shutting_down` too, and the task ends only when every accepted request has its reply.
 pub fn serve(
     mut endpoint: async_nats::service::endpoint::Endpoint,
     ctx: Context,
-    shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut in_flight = tokio::task::JoinSet::new();
+        let closed = ctx.waiters.closed.clone();
         loop {
             let request = tokio::select! {
                 r = endpoint.next() => match r {
                     Some(r) => r,
-                    None => return,
+                    None => break,
                 },
-                _ = shutdown.cancelled() => return,
+                () = closed.cancelled() => break,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 let body = failure(
@@ -151,13 +169,28 @@ pub fn serve(
                 continue;
             };
             let ctx = ctx.clone();
-            tokio::spawn(async move {
+            in_flight.spawn(async move {
                 let body = decide(&ctx, &request.message).await;
                 respond(request, body).await;
                 drop(permit);
             });
         }
+        while let Some(Some(request)) = endpoint.next().now_or_never() {
+            respond(request, shutting_down(None)).await;
+        }
+        while in_flight.join_next().await.is_some() {}
     })
+}
+
+/// The answer to a request whose event was not applied before the service stopped.
+fn shutting_down(seq: Option<u64>) -> Bytes {
+    let error = match seq {
+        Some(seq) => format!(
+            "rl-v2 stopped before applying the event; it is in the stream at sequence {seq} and will be applied when rl-v2 runs again: do not send it again"
+        ),
+        None => "rl-v2 stopped before the event was applied".to_string(),
+    };
+    answer(serde_json::json!({"reason": "shutting_down", "event_seq": seq, "error": error}))
 }
 
 async fn respond(request: async_nats::service::Request, body: Bytes) {
@@ -193,10 +226,13 @@ async fn decide(ctx: &Context, message: &async_nats::Message) -> Bytes {
                 headers,
                 message.payload.clone(),
             );
-            match tokio::time::timeout(ctx.timeout, forwarded).await {
-                Ok(Ok(reply)) => reply.payload,
-                Ok(Err(e)) => failure("unavailable", e),
-                Err(_) => failure("timeout", format!("no decision within {:?}", ctx.timeout)),
+            tokio::select! {
+                reply = tokio::time::timeout(ctx.timeout, forwarded) => match reply {
+                    Ok(Ok(reply)) => reply.payload,
+                    Ok(Err(e)) => failure("unavailable", e),
+                    Err(_) => failure("timeout", format!("no decision within {:?}", ctx.timeout)),
+                },
+                () = ctx.waiters.closed.cancelled() => shutting_down(None),
             }
         }
         DeliveryMode::Jetstream => {
@@ -239,7 +275,14 @@ async fn decide(ctx: &Context, message: &async_nats::Message) -> Bytes {
                 Some(Claim::Wait(rx)) => rx,
                 None => return failure("internal", "decide waiters unavailable"),
             };
-            match tokio::time::timeout_at(deadline, rx).await {
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout_at(deadline, rx) => outcome,
+                () = ctx.waiters.closed.cancelled() => {
+                    ctx.waiters.forget(seq);
+                    return shutting_down(Some(seq));
+                }
+            };
+            match outcome {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(_)) | Err(_) => {
                     ctx.waiters.forget(seq);

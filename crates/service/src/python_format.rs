@@ -110,27 +110,108 @@ fn parse_json_action(kind: AgentKind, key: &str) -> Option<usize> {
     }
 }
 
+/// Each visited state of `agent` with the actions stored in it as (index, Q), in the order they
+/// were first stored (every action for a row from a checkpoint that predates that record).
+fn stored_rows(agent: &Agent) -> impl Iterator<Item = (&String, Vec<(usize, f64)>)> {
+    let q = agent.q();
+    q.table().iter().map(move |(state, row)| {
+        let entries = match q.stored_actions(state) {
+            Some(stored) => stored
+                .iter()
+                .filter_map(|&a| Some((a as usize, *row.get(a as usize)?)))
+                .collect(),
+            None => row.iter().copied().enumerate().collect(),
+        };
+        (state, entries)
+    })
+}
+
+/// The Python version's keys of every action of `kind`, by index.
+fn action_keys(kind: AgentKind) -> Vec<String> {
+    (0..kind.action_space_size())
+        .map_while(|i| python_action_key(kind, i))
+        .collect()
+}
+
+/// An agent's table serialised in the Python version's format straight from the agent, one row
+/// at a time: the same bytes as [`PythonTable::of`] without a copy of the whole table, so a
+/// checkpoint of a large table streams to disk in constant extra memory.
+pub struct PythonTableView<'a> {
+    agent: &'a Agent,
+    keys: Vec<String>,
+}
+
+impl<'a> PythonTableView<'a> {
+    /// The view of `agent`'s table.
+    pub fn of(agent: &'a Agent) -> Self {
+        Self {
+            agent,
+            keys: action_keys(agent.kind()),
+        }
+    }
+}
+
+/// One row of a [`PythonTableView`].
+struct ViewRow<'a> {
+    keys: &'a [String],
+    entries: Vec<(usize, f64)>,
+}
+
+impl Serialize for ViewRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (i, q) in &self.entries {
+            if let Some(key) = self.keys.get(*i) {
+                map.serialize_entry(key, q)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The `q_table` object of a [`PythonTableView`].
+struct ViewTable<'a>(&'a PythonTableView<'a>);
+
+impl Serialize for ViewTable<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.agent.q().table().len()))?;
+        for (state, entries) in stored_rows(self.0.agent) {
+            let row = ViewRow {
+                keys: &self.0.keys,
+                entries,
+            };
+            map.serialize_entry(state, &row)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for PythonTableView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let q = self.agent.q();
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("q_table", &ViewTable(self))?;
+        map.serialize_entry("epsilon", &q.epsilon())?;
+        map.serialize_entry("update_count", &q.update_count())?;
+        map.end()
+    }
+}
+
 impl PythonTable {
     /// The table of `agent`: each visited state with the actions stored in it, in the order
     /// they were first stored, keyed as the Python version keys them.
     pub fn of(agent: &Agent) -> Self {
-        let kind = agent.kind();
-        let q = agent.q();
-        let q_table = q
-            .table()
-            .iter()
-            .map(|(state, row)| {
-                let order: Vec<usize> = match q.stored_actions(state) {
-                    Some(stored) => stored.iter().map(|&a| a as usize).collect(),
-                    None => (0..row.len()).collect(),
-                };
-                let actions = order
+        let keys = action_keys(agent.kind());
+        let q_table = stored_rows(agent)
+            .map(|(state, entries)| {
+                let row = entries
                     .into_iter()
-                    .filter_map(|i| Some((python_action_key(kind, i)?, *row.get(i)?)))
+                    .filter_map(|(i, q)| Some((keys.get(i)?.clone(), q)))
                     .collect();
-                (state.clone(), actions)
+                (state.clone(), row)
             })
             .collect();
+        let q = agent.q();
         Self {
             q_table,
             epsilon: Some(q.epsilon()),

@@ -364,7 +364,7 @@ pub async fn serve(
     let waiters = decide_context.waiters.clone();
     tasks.add(
         "decide endpoint",
-        decide::serve(decide_endpoint, decide_context, shutdown.clone()),
+        decide::serve(decide_endpoint, decide_context),
     );
 
     let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
@@ -411,6 +411,8 @@ pub async fn serve(
     }
     // The loop also ends when the source does (its task ended): stop everything else too.
     shutdown.cancel();
+    // No outcome comes any more: decide requests still waiting get their answer now.
+    event_loop.waiters.close();
     while let Some(ended) = tasks.next().await {
         if let Some(panic) = ended.panicked() {
             tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked");

@@ -6,10 +6,12 @@
 //! ratios rl-v2 ÷ baseline measured in the same run, since absolute times on a shared machine
 //! mean little. A checkpoint scenario measures latency at the fixed rate with a 100k-state table
 //! checkpointed every 100 updates against the same run without checkpoints, and a memory check
-//! compares peak RSS after 1,000,000 and 100,000 events.
+//! compares peak RSS after 1,000,000 and 100,000 events and, per table size, peak RSS while one
+//! checkpoint is written against RSS at rest ([`write_memory`]).
 
 pub mod baseline;
 pub mod load;
+pub mod write_memory;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ pub struct BenchOptions {
     pub memory_events: (u64, u64),
     /// Symbols of the memory runs.
     pub memory_symbols: u64,
+    /// Table sizes (states) of the checkpoint-write memory runs.
+    pub write_memory_states: Vec<usize>,
     /// The nats-server binary; `None`: found by [`crate::nats_server::locate`], provisioning
     /// the pinned release into the system's temporary directory when none is installed.
     pub nats_server: Option<PathBuf>,
@@ -76,6 +80,7 @@ impl Default for BenchOptions {
             checkpoint_states: 100_000,
             memory_events: (100_000, 1_000_000),
             memory_symbols: 10_000,
+            write_memory_states: vec![10_000, 100_000, 1_000_000],
             nats_server: None,
             parts: vec![Part::Core, Part::Jetstream, Part::Checkpoint, Part::Memory],
             repeat: 5,
@@ -132,6 +137,12 @@ pub struct CheckpointStall {
     pub checkpoints_written: u64,
     /// with ÷ without p99.
     pub p99_ratio: f64,
+    /// Without periodic checkpoints, while 8 clients keep requesting checkpoints.
+    pub requested: Measured,
+    /// Checkpoint requests answered during all the runs with requesting clients.
+    pub checkpoint_requests_answered: u64,
+    /// requested ÷ without p99.
+    pub requested_p99_ratio: f64,
 }
 
 /// Peak memory of two runs.
@@ -160,6 +171,8 @@ pub struct Report {
     pub checkpoint: Option<CheckpointStall>,
     /// Memory.
     pub memory: Option<Memory>,
+    /// Memory and CPU of one checkpoint write, per table size.
+    pub write_memory: Option<Vec<write_memory::WriteMemory>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -204,8 +217,8 @@ async fn measure(
     who: Subject,
     mode: DeliveryMode,
     name: &str,
-    data: Option<(&Path, u64)>,
-) -> Result<(Measured, u64), String> {
+    data: Option<Stored<'_>>,
+) -> Result<(Measured, Side), String> {
     let bin = match &opts.nats_server {
         Some(bin) => bin.clone(),
         None => {
@@ -217,7 +230,9 @@ async fn measure(
     let url = server.url();
     let shutdown = CancellationToken::new();
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (dir, every) = data.unwrap_or((scratch.path(), 100));
+    let (dir, every, requesters) = data.map_or((scratch.path(), 100, 0), |d| {
+        (d.dir, d.every_updates, d.checkpoint_requesters)
+    });
     let settings = rl_settings(&url, mode, dir, every);
     let subjects = settings.subjects.clone();
     let task = match who {
@@ -267,6 +282,8 @@ async fn measure(
         )
     };
     let rated_events = (opts.rate as f64 * opts.seconds) as u64;
+    let requesting = CancellationToken::new();
+    let requests = request_checkpoints(&url, requesters, &requesting).await?;
     let started = Instant::now();
     let rated = load::run(
         &url,
@@ -277,10 +294,14 @@ async fn measure(
     )
     .await?;
     let sending_secs = started.elapsed().as_secs_f64();
-    let checkpoints = match who {
-        Subject::RlV2 => checkpoints_written(&url).await,
-        Subject::Baseline => 0,
-    };
+    requesting.cancel();
+    let mut side = Side::default();
+    for task in requests {
+        side.checkpoint_requests_answered += task.await.unwrap_or(0);
+    }
+    if let Subject::RlV2 = who {
+        side.checkpoints_written = checkpoints_written(&url).await;
+    }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
     drop(server);
@@ -297,8 +318,55 @@ async fn measure(
             lost_at_rate: rated.lost(),
             achieved_rate: rated.events as f64 / sending_secs.max(1e-9),
         },
-        checkpoints,
+        side,
     ))
+}
+
+/// A run on a data directory: its checkpoint cadence and how many clients keep requesting
+/// checkpoints on `rl_v2.checkpoint` meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct Stored<'a> {
+    dir: &'a Path,
+    every_updates: u64,
+    checkpoint_requesters: usize,
+}
+
+/// What a run did besides deciding.
+#[derive(Debug, Clone, Copy, Default)]
+struct Side {
+    checkpoints_written: u64,
+    checkpoint_requests_answered: u64,
+}
+
+/// `clients` tasks, each on its own connection, requesting a checkpoint again as soon as the
+/// last one is answered, until `stop`; each returns the requests answered.
+async fn request_checkpoints(
+    url: &str,
+    clients: usize,
+    stop: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<u64>>, String> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0;
+            while !stop.is_cancelled() {
+                let request = client.request("rl_v2.checkpoint", "".into());
+                tokio::select! {
+                    reply = tokio::time::timeout(Duration::from_secs(60), request) => {
+                        match reply {
+                            Ok(Ok(_)) => answered += 1,
+                            _ => break,
+                        }
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+            answered
+        }));
+    }
+    Ok(tasks)
 }
 
 async fn checkpoints_written(url: &str) -> u64 {
@@ -391,47 +459,59 @@ pub fn engine_with_states(states: usize, config: &EngineConfig) -> Result<Engine
 }
 
 async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String> {
-    let (mut without, mut with, mut ratios, mut written) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let runs = [
+        ("without checkpoints", 1_000_000_000u64, 0),
+        ("with checkpoints", 100, 0),
+        (
+            "8 clients requesting checkpoints",
+            1_000_000_000,
+            CHECKPOINT_REQUESTERS,
+        ),
+    ];
+    let mut measured: [Vec<Measured>; 3] = Default::default();
+    let (mut ratios, mut requested_ratios) = (Vec::new(), Vec::new());
+    let (mut written, mut answered) = (0, 0);
     for _ in 0..opts.repeat.max(1) {
-        let mut pair = Vec::new();
-        for every in [1_000_000_000u64, 100] {
+        for (i, (label, every_updates, checkpoint_requesters)) in runs.into_iter().enumerate() {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let engine = engine_with_states(opts.checkpoint_states, &EngineConfig::default())
                 .map_err(|e| e.to_string())?;
             CheckpointStore::new(dir.path())
                 .write(engine.state())
                 .map_err(|e| e.to_string())?;
-            let label = if every == 100 {
-                "with checkpoints"
-            } else {
-                "without checkpoints"
+            let stored = Stored {
+                dir: dir.path(),
+                every_updates,
+                checkpoint_requesters,
             };
-            pair.push(
-                measure(
-                    opts,
-                    Subject::RlV2,
-                    DeliveryMode::Core,
-                    label,
-                    Some((dir.path(), every)),
-                )
-                .await?,
-            );
+            let (m, side) =
+                measure(opts, Subject::RlV2, DeliveryMode::Core, label, Some(stored)).await?;
+            match i {
+                1 => written += side.checkpoints_written,
+                2 => answered += side.checkpoint_requests_answered,
+                _ => {}
+            }
+            measured[i].push(m);
         }
-        let (w, n) = pair.pop().ok_or("no run")?;
-        let (wo, _) = pair.pop().ok_or("no run")?;
-        ratios.push(w.p99_ms / wo.p99_ms.max(1e-9));
-        written += n;
-        with.push(w);
-        without.push(wo);
+        let last = |i: usize| measured[i].last().map_or(1e-9, |m| m.p99_ms.max(1e-9));
+        ratios.push(last(1) / last(0));
+        requested_ratios.push(last(2) / last(0));
     }
+    let [without, with, requested] = measured;
     Ok(CheckpointStall {
         states: opts.checkpoint_states,
         without: median_of(&without),
         with: median_of(&with),
         checkpoints_written: written,
         p99_ratio: median(ratios),
+        requested: median_of(&requested),
+        checkpoint_requests_answered: answered,
+        requested_p99_ratio: median(requested_ratios),
     })
 }
+
+/// Clients that keep requesting checkpoints in the checkpoint scenario's third run.
+const CHECKPOINT_REQUESTERS: usize = 8;
 
 /// Feeds `events` load events over `symbols` through a fresh engine in this process and returns
 /// (peak RSS in KiB, states visited): the child side of the memory check.
@@ -528,6 +608,8 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<
     if opts.parts.contains(&Part::Memory) {
         progress("memory: small run, then large run");
         report.memory = Some(memory(opts)?);
+        progress("memory: one checkpoint write per table size");
+        report.write_memory = Some(write_memory::measure(&opts.write_memory_states)?);
     }
     Ok(report)
 }
@@ -561,6 +643,7 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
     if let Some(c) = &r.checkpoint {
         table.push_str(&row(&c.without));
         table.push_str(&row(&c.with));
+        table.push_str(&row(&c.requested));
     }
     out.push_str(&table);
     out.push('\n');
@@ -581,11 +664,21 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
             "checkpoints of a {}-state table: p99 with/without {:.2} (target <= 2), {} checkpoints written\n",
             c.states, c.p99_ratio, c.checkpoints_written
         ));
+        out.push_str(&format!(
+            "{} clients requesting checkpoints without pause: p99 with/without {:.2}, {} requests answered\n",
+            CHECKPOINT_REQUESTERS, c.requested_p99_ratio, c.checkpoint_requests_answered
+        ));
     }
     if let Some(m) = &r.memory {
         out.push_str(&format!(
             "memory over {} symbols: peak RSS {} KiB after {} events ({} states), {} KiB after {} events ({} states): ratio {:.2}\n",
             m.symbols, m.small.1, m.small.0, m.small.2, m.large.1, m.large.0, m.large.2, m.ratio
+        ));
+    }
+    for w in r.write_memory.iter().flatten() {
+        out.push_str(&format!(
+            "checkpoint write of {} states ({} MB): RSS {} KiB at rest, peak {} KiB while writing: ratio {:.2} (target <= 1.5); {:.0} ms CPU, {:.0} ms wall\n",
+            w.states, w.bytes / 1_000_000, w.steady_kib, w.peak_kib, w.ratio, w.cpu_ms, w.wall_ms
         ));
     }
     out
