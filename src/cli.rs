@@ -165,6 +165,15 @@ pub enum Command {
         /// Seconds of each fixed-rate run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Symbols of the stack-shaped load.
+        #[arg(long, default_value_t = 500)]
+        stack_symbols: u64,
+        /// Prices in each stack-shaped prediction's `market_features.price_history`.
+        #[arg(long, default_value_t = 20)]
+        stack_history: usize,
+        /// Outstanding decisions allowed at saturation with the stack-shaped load.
+        #[arg(long, default_value_t = 1_000)]
+        stack_window: usize,
         /// Q-table states of the checkpoint scenario.
         #[arg(long, default_value_t = 100_000)]
         checkpoint_states: usize,
@@ -296,6 +305,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             window,
             rate,
             seconds,
+            stack_symbols,
+            stack_history,
+            stack_window,
             checkpoint_states,
             memory_events,
             only,
@@ -323,6 +335,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 window,
                 rate,
                 seconds,
+                stack_symbols,
+                stack_history,
+                stack_window,
                 checkpoint_states,
                 memory_events: (
                     memory_events

@@ -22,6 +22,10 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
             "--memory-events",
             "3000",
             "30000",
+            "--stack-symbols",
+            "50",
+            "--stack-window",
+            "100",
             "--write-memory-states",
             "2000,20000",
             "--json",
@@ -31,7 +35,7 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let r: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
-    for mode in ["core", "jetstream"] {
+    for mode in ["core", "jetstream", "stack_core", "stack_jetstream"] {
         for side in ["baseline", "rl_v2"] {
             let m = &r[mode][side];
             assert_eq!(m["lost_at_saturation"], 0, "{mode} {side}: {m}");
@@ -41,9 +45,17 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
                 "{mode} {side}: {m}"
             );
             assert!(m["p99_ms"].as_f64() > Some(0.0), "{mode} {side}: {m}");
+            assert!(
+                m["cpu_us_per_decision"].as_f64() > Some(0.0),
+                "{mode} {side}: the service's own CPU time is counted: {m}"
+            );
         }
         assert!(r[mode]["throughput_ratio"].as_f64() > Some(0.0));
+        assert!(r[mode]["cpu_ratio"].as_f64() > Some(0.0));
     }
+    assert_eq!(r["stack_core"]["shape"]["nested"], true);
+    assert_eq!(r["stack_core"]["shape"]["history"], 20);
+    assert_eq!(r["core"]["shape"]["nested"], false);
     assert_eq!(r["checkpoint"]["states"], 2000);
     assert!(r["checkpoint"]["with"]["p99_ms"].as_f64() > Some(0.0));
     let requested = &r["checkpoint"]["requested"];

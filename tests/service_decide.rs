@@ -263,7 +263,10 @@ async fn decide_requests_in_flight_when_the_service_stops_each_get_an_answer() {
         }
     }
     assert_eq!(decided + stopped, REQUESTS);
-    assert!(stopped > 0, "the service reached every request before it stopped");
+    assert!(
+        stopped > 0,
+        "the service reached every request before it stopped"
+    );
     assert!(service.wait().await.success(), "{}", service.log_text());
 
     // Restarted, it applies what was left exactly once: its state is an uninterrupted run's.

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,19 +72,83 @@ impl LoadResult {
     }
 }
 
+/// What the events look like.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Shape {
+    /// Symbols the cycles run over.
+    pub symbols: u64,
+    /// Prices in each prediction's history.
+    pub history: usize,
+    /// Whether the history sits under `market_features.price_history`, as the stack sends it,
+    /// rather than at the top level.
+    pub nested: bool,
+}
+
+impl Shape {
+    /// The load the original figures were measured on: a 12-price history at the top level.
+    pub fn flat(symbols: u64) -> Self {
+        Self {
+            symbols,
+            history: FLAT_PRICES,
+            nested: false,
+        }
+    }
+
+    /// Shaped like the stack's own events: the history under `market_features`.
+    pub fn stack(symbols: u64, history: usize) -> Self {
+        Self {
+            symbols,
+            history,
+            nested: true,
+        }
+    }
+
+    fn prices(&self, cycle: u64) -> String {
+        if !self.nested && self.history == FLAT_PRICES {
+            return FLAT_HISTORY.to_string();
+        }
+        let drift = (cycle % 5) as f64 * 0.1;
+        let prices: Vec<String> = (0..self.history)
+            .map(|i| {
+                format!(
+                    "{:.2}",
+                    100.0 + drift + 0.4 * i as f64 - 0.3 * (i % 3) as f64
+                )
+            })
+            .collect();
+        format!("[{}]", prices.join(","))
+    }
+}
+
+/// Prices in [`FLAT_HISTORY`].
+const FLAT_PRICES: usize = 12;
+/// The history of the flat shape.
+const FLAT_HISTORY: &str =
+    "[100.0,100.4,100.9,101.3,101.0,101.8,102.5,102.2,103.0,103.6,104.1,104.0]";
+
 /// The payload of event `n` (cycle `n / 3`, symbol `cycle % symbols`).
-pub fn event(n: u64, symbols: u64, subjects: &Subjects) -> (String, Bytes, bool) {
+pub fn event(n: u64, shape: &Shape, subjects: &Subjects) -> (String, Bytes, bool) {
     let cycle = n / 3;
-    let sym = format!("B{}USDT", cycle % symbols);
+    let sym = format!("B{}USDT", cycle % shape.symbols.max(1));
     let conf = (cycle % 10) as f64 / 10.0 + 0.05;
     match n % 3 {
-        0 => (
-            subjects.prediction_generated.clone(),
-            Bytes::from(format!(
-                r#"{{"symbol":"{sym}","confidence":{conf},"trace_id":"b{n}","price_history":[100.0,100.4,100.9,101.3,101.0,101.8,102.5,102.2,103.0,103.6,104.1,104.0]}}"#
-            )),
-            true,
-        ),
+        0 => {
+            let prices = shape.prices(cycle);
+            let body = if shape.nested {
+                format!(
+                    r#"{{"symbol":"{sym}","confidence":{conf},"trace_id":"b{n}","market_features":{{"price_history":{prices}}}}}"#
+                )
+            } else {
+                format!(
+                    r#"{{"symbol":"{sym}","confidence":{conf},"trace_id":"b{n}","price_history":{prices}}}"#
+                )
+            };
+            (
+                subjects.prediction_generated.clone(),
+                Bytes::from(body),
+                true,
+            )
+        }
         1 => (
             subjects.trade_executed.clone(),
             Bytes::from(format!(
@@ -120,7 +185,7 @@ fn trace_number(payload: &[u8]) -> Option<u64> {
 pub async fn run(
     url: &str,
     subjects: &Subjects,
-    symbols: u64,
+    shape: Shape,
     events: u64,
     pace: Pace,
 ) -> Result<LoadResult, String> {
@@ -166,7 +231,7 @@ pub async fn run(
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }
-                let (subject, payload, wants_decision) = event(n, symbols, &subjects);
+                let (subject, payload, wants_decision) = event(n, &shape, &subjects);
                 if wants_decision {
                     match permits.acquire().await {
                         Ok(p) => p.forget(),
@@ -236,14 +301,38 @@ mod tests {
     #[test]
     fn cycles_are_prediction_trade_close() {
         let s = rl_v2_service::settings::Settings::defaults().subjects;
-        let kinds: Vec<String> = (0..3).map(|n| event(n, 10, &s).0).collect();
+        let kinds: Vec<String> = (0..3).map(|n| event(n, &Shape::flat(10), &s).0).collect();
         assert_eq!(
             kinds,
             ["PREDICTION_GENERATED", "TRADE_EXECUTED", "POSITION_CLOSED"]
         );
-        let (_, p, _) = event(4, 10, &s);
+        let (_, p, _) = event(4, &Shape::flat(10), &s);
         let text = String::from_utf8(p.to_vec()).unwrap();
         assert!(text.contains("\"trace_id\":\"b4\"") && text.contains("B1USDT"));
+    }
+
+    #[test]
+    fn stack_shaped_predictions_carry_their_history_under_market_features() {
+        let s = rl_v2_service::settings::Settings::defaults().subjects;
+        for shape in [Shape::flat(500), Shape::stack(500, 20)] {
+            let (subject, p, _) = event(3 * 501, &shape, &s);
+            let e = rl_v2_core::event::decode(
+                rl_v2_core::event::EventKind::PredictionGenerated,
+                &p,
+                1 << 16,
+                0.0,
+            )
+            .unwrap();
+            assert_eq!(subject, "PREDICTION_GENERATED");
+            assert_eq!(e.symbol, "B1USDT");
+            let rl_v2_core::event::EventBody::Prediction(prediction) = e.body else {
+                panic!("{e:?}");
+            };
+            assert_eq!(
+                prediction.price_history.map(|h| h.len()),
+                Some(shape.history)
+            );
+        }
     }
 
     #[test]

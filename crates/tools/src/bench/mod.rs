@@ -13,6 +13,8 @@ pub mod baseline;
 pub mod load;
 pub mod write_memory;
 
+mod cpu;
+
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +40,12 @@ pub struct BenchOptions {
     pub rate: u64,
     /// Seconds of the fixed-rate run.
     pub seconds: f64,
+    /// Symbols of the stack-shaped load.
+    pub stack_symbols: u64,
+    /// Prices in each stack-shaped prediction's `market_features.price_history`.
+    pub stack_history: usize,
+    /// Outstanding decisions allowed at saturation with the stack-shaped load.
+    pub stack_window: usize,
     /// Q-table states of the checkpoint scenario.
     pub checkpoint_states: usize,
     /// Events of the two memory runs (small, large).
@@ -63,6 +71,9 @@ pub enum Part {
     Core,
     /// JetStream: baseline and rl-v2.
     Jetstream,
+    /// Both modes again on a load shaped like the stack's (more symbols, a longer history under
+    /// `market_features`, more decisions outstanding).
+    Stack,
     /// Latency with and without checkpoints of a large table.
     Checkpoint,
     /// Peak memory after many events.
@@ -77,12 +88,21 @@ impl Default for BenchOptions {
             window: 256,
             rate: 6_000,
             seconds: 10.0,
+            stack_symbols: 500,
+            stack_history: 20,
+            stack_window: 1_000,
             checkpoint_states: 100_000,
             memory_events: (100_000, 1_000_000),
             memory_symbols: 10_000,
             write_memory_states: vec![10_000, 100_000, 1_000_000],
             nats_server: None,
-            parts: vec![Part::Core, Part::Jetstream, Part::Checkpoint, Part::Memory],
+            parts: vec![
+                Part::Core,
+                Part::Jetstream,
+                Part::Stack,
+                Part::Checkpoint,
+                Part::Memory,
+            ],
             repeat: 5,
         }
     }
@@ -109,6 +129,9 @@ pub struct Measured {
     pub lost_at_rate: u64,
     /// Events per second actually sent at the fixed rate.
     pub achieved_rate: f64,
+    /// CPU time (user + system) of the service's own threads per decision it published, over
+    /// both loads, microseconds.
+    pub cpu_us_per_decision: f64,
 }
 
 /// rl-v2 against its baseline.
@@ -122,6 +145,10 @@ pub struct Comparison {
     pub throughput_ratio: f64,
     /// rl-v2 ÷ baseline p99 latency.
     pub p99_ratio: f64,
+    /// rl-v2 ÷ baseline CPU time per decision.
+    pub cpu_ratio: f64,
+    /// The load.
+    pub shape: load::Shape,
 }
 
 /// Latency at the fixed rate with and without checkpoints.
@@ -167,6 +194,10 @@ pub struct Report {
     pub core: Option<Comparison>,
     /// JetStream mode.
     pub jetstream: Option<Comparison>,
+    /// Core mode, stack-shaped load.
+    pub stack_core: Option<Comparison>,
+    /// JetStream mode, stack-shaped load.
+    pub stack_jetstream: Option<Comparison>,
     /// Checkpoint stall.
     pub checkpoint: Option<CheckpointStall>,
     /// Memory.
@@ -211,9 +242,11 @@ async fn wait_for_service(url: &str) -> Result<(), String> {
     }
 }
 
-/// Starts a service, runs the saturation and fixed-rate loads against it, stops it.
+/// Starts a service, runs the saturation and fixed-rate loads against it, stops it. The service
+/// runs on a runtime of its own, whose threads are counted for its CPU time.
 async fn measure(
     opts: &BenchOptions,
+    work: Workload,
     who: Subject,
     mode: DeliveryMode,
     name: &str,
@@ -235,65 +268,26 @@ async fn measure(
     });
     let settings = rl_settings(&url, mode, dir, every);
     let subjects = settings.subjects.clone();
-    let task = match who {
-        Subject::RlV2 => {
-            let token = shutdown.clone();
-            let task = tokio::spawn(async move {
-                serve(settings, ServeOptions::default(), token)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
-            wait_for_service(&url).await?;
-            task
-        }
-        Subject::Baseline => {
-            let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
-            let inner = match mode {
-                DeliveryMode::Core => {
-                    baseline::core(client, subjects.clone(), shutdown.clone()).await?
-                }
-                DeliveryMode::Jetstream => {
-                    baseline::jetstream(
-                        client,
-                        subjects.clone(),
-                        "BENCH_BASELINE",
-                        shutdown.clone(),
-                    )
-                    .await?
-                }
+    let runtime = cpu::service_runtime()?;
+    let task = start(&runtime, who, mode, settings, &shutdown).await?;
+    let cpu_before = cpu::service_cpu_ms();
+    let saturated = match data {
+        Some(_) => None,
+        None => {
+            let pace = Pace::Saturate {
+                window: work.window,
             };
-            tokio::spawn(async move { inner.await.map_err(|e| e.to_string()) })
+            Some(load::run(&url, &subjects, work.shape, opts.events, pace).await?)
         }
-    };
-    let saturated = if data.is_some() {
-        None
-    } else {
-        Some(
-            load::run(
-                &url,
-                &subjects,
-                opts.symbols,
-                opts.events,
-                Pace::Saturate {
-                    window: opts.window,
-                },
-            )
-            .await?,
-        )
     };
     let rated_events = (opts.rate as f64 * opts.seconds) as u64;
     let requesting = CancellationToken::new();
     let requests = request_checkpoints(&url, requesters, &requesting).await?;
     let started = Instant::now();
-    let rated = load::run(
-        &url,
-        &subjects,
-        opts.symbols,
-        rated_events,
-        Pace::Rate { per_sec: opts.rate },
-    )
-    .await?;
+    let pace = Pace::Rate { per_sec: opts.rate };
+    let rated = load::run(&url, &subjects, work.shape, rated_events, pace).await?;
     let sending_secs = started.elapsed().as_secs_f64();
+    let cpu_ms = cpu::service_cpu_ms() - cpu_before;
     requesting.cancel();
     let mut side = Side::default();
     for task in requests {
@@ -304,8 +298,10 @@ async fn measure(
     }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    runtime.shutdown_background();
     drop(server);
     let s = saturated.unwrap_or_default();
+    let decisions = (s.received + rated.received).max(1);
     Ok((
         Measured {
             name: name.to_string(),
@@ -317,9 +313,85 @@ async fn measure(
             max_ms: ms(rated.quantile(1.0)),
             lost_at_rate: rated.lost(),
             achieved_rate: rated.events as f64 / sending_secs.max(1e-9),
+            cpu_us_per_decision: cpu_ms * 1e3 / decisions as f64,
         },
         side,
     ))
+}
+
+/// Starts the service under test on `runtime` and waits until it takes events.
+async fn start(
+    runtime: &tokio::runtime::Runtime,
+    who: Subject,
+    mode: DeliveryMode,
+    settings: Settings,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
+    let url = settings.nats.url.clone();
+    let subjects = settings.subjects.clone();
+    let token = shutdown.clone();
+    match who {
+        Subject::RlV2 => {
+            let task = runtime.spawn(async move {
+                serve(settings, ServeOptions::default(), token)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            wait_for_service(&url).await?;
+            Ok(task)
+        }
+        Subject::Baseline => {
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let task = runtime.spawn(async move {
+                let started = async {
+                    let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+                    match mode {
+                        DeliveryMode::Core => baseline::core(client, subjects, token).await,
+                        DeliveryMode::Jetstream => {
+                            baseline::jetstream(client, subjects, "BENCH_BASELINE", token).await
+                        }
+                    }
+                };
+                match started.await {
+                    Ok(inner) => {
+                        let _ = ready_tx.send(Ok(()));
+                        inner.await.map_err(|e| e.to_string())
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.clone()));
+                        Err(e)
+                    }
+                }
+            });
+            ready_rx
+                .await
+                .map_err(|_| "the baseline did not start".to_string())??;
+            Ok(task)
+        }
+    }
+}
+
+/// A load and how many of its decisions may be outstanding at saturation.
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    shape: load::Shape,
+    window: usize,
+}
+
+impl BenchOptions {
+    fn flat(&self) -> Workload {
+        Workload {
+            shape: load::Shape::flat(self.symbols),
+            window: self.window,
+        }
+    }
+
+    fn stack(&self) -> Workload {
+        Workload {
+            shape: load::Shape::stack(self.stack_symbols, self.stack_history),
+            window: self.stack_window,
+        }
+    }
 }
 
 /// A run on a data directory: its checkpoint cadence and how many clients keep requesting
@@ -409,28 +481,26 @@ fn median_of(runs: &[Measured]) -> Measured {
         max_ms: m(|r| r.max_ms),
         lost_at_rate: runs.iter().map(|r| r.lost_at_rate).max().unwrap_or(0),
         achieved_rate: m(|r| r.achieved_rate),
+        cpu_us_per_decision: m(|r| r.cpu_us_per_decision),
     }
 }
 
 async fn compare(
     opts: &BenchOptions,
+    work: Workload,
     mode: DeliveryMode,
     label: &str,
 ) -> Result<Comparison, String> {
-    let (mut baselines, mut rl, mut throughput, mut p99) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut baselines, mut rl) = (Vec::new(), Vec::new());
+    let (mut throughput, mut p99, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..opts.repeat.max(1) {
-        let (b, _) = measure(
-            opts,
-            Subject::Baseline,
-            mode,
-            &format!("bare async-nats ({label})"),
-            None,
-        )
-        .await?;
-        let (r, _) = measure(opts, Subject::RlV2, mode, &format!("rl-v2 ({label})"), None).await?;
+        let name = format!("bare async-nats ({label})");
+        let (b, _) = measure(opts, work, Subject::Baseline, mode, &name, None).await?;
+        let name = format!("rl-v2 ({label})");
+        let (r, _) = measure(opts, work, Subject::RlV2, mode, &name, None).await?;
         throughput.push(r.decisions_per_sec / b.decisions_per_sec.max(1e-9));
         p99.push(r.p99_ms / b.p99_ms.max(1e-9));
+        cpu.push(r.cpu_us_per_decision / b.cpu_us_per_decision.max(1e-9));
         baselines.push(b);
         rl.push(r);
     }
@@ -439,6 +509,8 @@ async fn compare(
         rl_v2: median_of(&rl),
         throughput_ratio: median(throughput),
         p99_ratio: median(p99),
+        cpu_ratio: median(cpu),
+        shape: work.shape,
     })
 }
 
@@ -484,8 +556,15 @@ async fn checkpoint_stall(opts: &BenchOptions) -> Result<CheckpointStall, String
                 every_updates,
                 checkpoint_requesters,
             };
-            let (m, side) =
-                measure(opts, Subject::RlV2, DeliveryMode::Core, label, Some(stored)).await?;
+            let (m, side) = measure(
+                opts,
+                opts.flat(),
+                Subject::RlV2,
+                DeliveryMode::Core,
+                label,
+                Some(stored),
+            )
+            .await?;
             match i {
                 1 => written += side.checkpoints_written,
                 2 => answered += side.checkpoint_requests_answered,
@@ -519,7 +598,7 @@ pub fn memory_run(events: u64, symbols: u64) -> (u64, usize) {
     let subjects = Settings::defaults().subjects;
     let mut engine = Engine::new(EngineConfig::default());
     for n in 0..events {
-        let (subject, payload, _) = load::event(n, symbols, &subjects);
+        let (subject, payload, _) = load::event(n, &load::Shape::flat(symbols), &subjects);
         if let Some(kind) = subjects.kind_of(&subject) {
             engine.ingest(n + 1, kind, &payload, n as f64, usize::MAX);
         }
@@ -595,11 +674,20 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<
     };
     if opts.parts.contains(&Part::Core) {
         progress("core mode: bare baseline, then rl-v2");
-        report.core = Some(compare(opts, DeliveryMode::Core, "core").await?);
+        report.core = Some(compare(opts, opts.flat(), DeliveryMode::Core, "core").await?);
     }
     if opts.parts.contains(&Part::Jetstream) {
         progress("JetStream mode: bare baseline, then rl-v2");
-        report.jetstream = Some(compare(opts, DeliveryMode::Jetstream, "JetStream").await?);
+        let work = opts.flat();
+        report.jetstream = Some(compare(opts, work, DeliveryMode::Jetstream, "JetStream").await?);
+    }
+    if opts.parts.contains(&Part::Stack) {
+        progress("stack-shaped load, core mode: bare baseline, then rl-v2");
+        let work = opts.stack();
+        report.stack_core = Some(compare(opts, work, DeliveryMode::Core, "core, stack").await?);
+        progress("stack-shaped load, JetStream mode: bare baseline, then rl-v2");
+        let label = "JetStream, stack";
+        report.stack_jetstream = Some(compare(opts, work, DeliveryMode::Jetstream, label).await?);
     }
     if opts.parts.contains(&Part::Checkpoint) {
         progress("checkpoints of a large table: without, then with");
@@ -617,12 +705,29 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<
 /// The report as Markdown tables, with the targets each ratio is held to.
 pub fn render(r: &Report, opts: &BenchOptions) -> String {
     let mut out = format!(
-        "machine: {}\nload: {} events at saturation (window {}), {} events/s for {} s, over {} symbols; medians of {} pairs of runs\n\n",
-        r.machine, opts.events, opts.window, opts.rate, opts.seconds, opts.symbols, opts.repeat.max(1)
+        "machine: {}\nload: {} events at saturation (window {}), {} events/s for {} s, over {} symbols; stack-shaped: {} symbols, {}-price history under market_features, window {}; medians of {} pairs of runs\n\n",
+        r.machine,
+        opts.events,
+        opts.window,
+        opts.rate,
+        opts.seconds,
+        opts.symbols,
+        opts.stack_symbols,
+        opts.stack_history,
+        opts.stack_window,
+        opts.repeat.max(1)
     );
+    out.push_str(&render_table(r));
+    out.push('\n');
+    out.push_str(&render_ratios(r));
+    out.push_str(&render_memory(r));
+    out
+}
+
+fn render_table(r: &Report) -> String {
     let row = |m: &Measured| {
         format!(
-            "| {} | {:.0} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} |\n",
             m.name,
             m.events_per_sec,
             m.decisions_per_sec,
@@ -631,12 +736,15 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
             m.p50_ms,
             m.p99_ms,
             m.max_ms,
-            m.lost_at_rate
+            m.lost_at_rate,
+            m.cpu_us_per_decision
         )
     };
-    let header = "| service | events/s (sat.) | decisions/s (sat.) | lost (sat.) | events/s (rate) | p50 ms | p99 ms | max ms | lost (rate) |\n|---|---|---|---|---|---|---|---|---|\n";
-    let mut table = header.to_string();
-    for c in [&r.core, &r.jetstream].into_iter().flatten() {
+    let mut table = "| service | events/s (sat.) | decisions/s (sat.) | lost (sat.) | events/s (rate) | p50 ms | p99 ms | max ms | lost (rate) | CPU µs/decision |\n|---|---|---|---|---|---|---|---|---|---|\n".to_string();
+    for c in [&r.core, &r.jetstream, &r.stack_core, &r.stack_jetstream]
+        .into_iter()
+        .flatten()
+    {
         table.push_str(&row(&c.baseline));
         table.push_str(&row(&c.rl_v2));
     }
@@ -645,19 +753,24 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
         table.push_str(&row(&c.with));
         table.push_str(&row(&c.requested));
     }
-    out.push_str(&table);
-    out.push('\n');
-    if let Some(c) = &r.core {
-        out.push_str(&format!(
-            "core: throughput rl-v2/baseline {:.2} (target >= 0.9), p99 rl-v2/baseline {:.2} (target <= 1.2)\n",
-            c.throughput_ratio, c.p99_ratio
-        ));
-    }
-    if let Some(c) = &r.jetstream {
-        out.push_str(&format!(
-            "JetStream: throughput rl-v2/baseline {:.2} (target >= 0.8), p99 rl-v2/baseline {:.2}\n",
-            c.throughput_ratio, c.p99_ratio
-        ));
+    table
+}
+
+fn render_ratios(r: &Report) -> String {
+    let mut out = String::new();
+    let comparisons = [
+        ("core", &r.core),
+        ("JetStream", &r.jetstream),
+        ("core, stack-shaped", &r.stack_core),
+        ("JetStream, stack-shaped", &r.stack_jetstream),
+    ];
+    for (label, c) in comparisons {
+        if let Some(c) = c {
+            out.push_str(&format!(
+                "{label}: rl-v2/baseline throughput {:.2} (target >= 0.95), p99 {:.2} (target <= 1.1), CPU per decision {:.2} (target <= 1.15)\n",
+                c.throughput_ratio, c.p99_ratio, c.cpu_ratio
+            ));
+        }
     }
     if let Some(c) = &r.checkpoint {
         out.push_str(&format!(
@@ -669,6 +782,11 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
             CHECKPOINT_REQUESTERS, c.requested_p99_ratio, c.checkpoint_requests_answered
         ));
     }
+    out
+}
+
+fn render_memory(r: &Report) -> String {
+    let mut out = String::new();
     if let Some(m) = &r.memory {
         out.push_str(&format!(
             "memory over {} symbols: peak RSS {} KiB after {} events ({} states), {} KiB after {} events ({} states): ratio {:.2}\n",
