@@ -8,14 +8,34 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The NATS users' passwords the compose file reads from the environment (or `.env`).
+const PASSWORDS: [&str; 4] = [
+    "RL_V2_NATS_PASSWORD",
+    "SIGNALS_NATS_PASSWORD",
+    "EXECUTION_NATS_PASSWORD",
+    "OPERATOR_NATS_PASSWORD",
+];
+
+/// `docker-compose config` of `file` with the passwords in `env` only.
+fn compose_config(file: &str, env: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("docker-compose");
+    // The project directory's own .env must not decide what this test sees.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    cmd.arg("--env-file").arg(empty.path());
+    cmd.arg("-f").arg(root().join(file)).arg("config");
+    for var in PASSWORDS {
+        cmd.env_remove(var);
+    }
+    for var in env {
+        cmd.env(var, format!("secret-of-{var}"));
+    }
+    cmd.output()
+        .expect("docker-compose is installed (Debian package docker-compose; .ci/run installs it)")
+}
+
 #[test]
 fn docker_compose_config_accepts_the_compose_file() {
-    let out = Command::new("docker-compose")
-        .arg("-f")
-        .arg(root().join("docker-compose.yml"))
-        .arg("config")
-        .output()
-        .expect("docker-compose is installed (Debian package docker-compose; .ci/run installs it)");
+    let out = compose_config("docker-compose.yml", &PASSWORDS);
     // `config` prints the resolved file as YAML; check the parts that matter in it.
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -33,8 +53,40 @@ fn docker_compose_config_accepts_the_compose_file() {
         "rl-v2-data",
         "rl-v2-data:/app/data",
         "/config/default.toml:/app/config/default.toml:ro",
+        "/config/nats-server.conf:/etc/nats/nats-server.conf:ro",
+        "RL_V2__NATS__USER: rl_v2",
+        "RL_V2__NATS__PASSWORD: secret-of-RL_V2_NATS_PASSWORD",
+        "SIGNALS_NATS_PASSWORD: secret-of-SIGNALS_NATS_PASSWORD",
+        "127.0.0.1:9464:9464",
     ] {
         assert!(yaml.contains(needle), "`{needle}` missing from:\n{yaml}");
+    }
+}
+
+#[test]
+fn docker_compose_refuses_to_start_without_a_password_naming_it() {
+    for missing in PASSWORDS {
+        let others: Vec<&str> = PASSWORDS.into_iter().filter(|v| *v != missing).collect();
+        let out = compose_config("docker-compose.yml", &others);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted without {missing}");
+        assert!(stderr.contains(missing), "{missing} not named: {stderr}");
+    }
+}
+
+#[test]
+fn the_example_env_file_names_every_password_the_compose_file_reads() {
+    let example = std::fs::read_to_string(root().join(".env.example")).unwrap();
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    for var in PASSWORDS {
+        assert!(
+            example.contains(&format!("{var}=")),
+            "{var} missing from .env.example"
+        );
+        assert!(
+            compose.contains(var),
+            "{var} missing from docker-compose.yml"
+        );
     }
 }
 
