@@ -1,35 +1,40 @@
 //! CPU time of the service under test, from the kernel's accounting of its own threads: the
-//! service runs on a runtime whose threads all carry one name, and their user + system time is
-//! read from `/proc/self/task/*/stat`. The load generator and the broker are not counted.
+//! service runs on a runtime whose threads all carry its name (`bench-rl-v2` or
+//! `bench-baseline`, so `perf report --comm bench-rl-v2` shows rl-v2 alone), and their user +
+//! system time is read from `/proc/self/task/*/stat`. The load generator and the broker are not
+//! counted.
 
 use std::time::Duration;
 
-/// The name of every thread of the service under test (at most 15 bytes, the kernel's limit).
-const THREAD_NAME: &str = "bench-service";
+/// Names of the threads of the services under test (at most 15 bytes, the kernel's limit).
+pub const RL_V2_THREADS: &str = "bench-rl-v2";
+/// See [`RL_V2_THREADS`].
+pub const BASELINE_THREADS: &str = "bench-baseline";
 
-/// A runtime for the service under test: two workers, as the machine's service would have, and
-/// blocking threads kept alive so that their CPU time is still counted when the run ends.
-pub fn service_runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A runtime for a service under test whose threads are all named `name`: two workers, as the
+/// machine's service would have, and blocking threads kept alive so that their CPU time is
+/// still counted when the run ends.
+pub fn service_runtime(name: &str) -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name(THREAD_NAME)
+        .thread_name(name)
         .thread_keep_alive(Duration::from_secs(3_600))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the service's runtime: {e}"))
 }
 
-/// User + system CPU time of the threads of every service runtime alive, milliseconds (0 where
-/// /proc is not available).
-pub fn service_cpu_ms() -> f64 {
+/// User + system CPU time of the threads named `name` alive, milliseconds (0 where /proc is not
+/// available).
+pub fn service_cpu_ms(name: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
     let ticks: u64 = tasks
         .filter_map(|task| {
             let dir = task.ok()?.path();
-            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
-            (name.trim_end() == THREAD_NAME)
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == name)
                 .then(|| thread_ticks(&std::fs::read_to_string(dir.join("stat")).ok()?))
                 .flatten()
         })
@@ -72,13 +77,13 @@ mod tests {
 
     #[test]
     fn the_service_runtime_is_counted_and_nothing_else() {
-        let runtime = service_runtime().unwrap();
-        let before = service_cpu_ms();
+        let runtime = service_runtime(RL_V2_THREADS).unwrap();
+        let before = service_cpu_ms(RL_V2_THREADS);
         std::hint::black_box(work());
-        let outside = service_cpu_ms() - before;
-        let before = service_cpu_ms();
+        let outside = service_cpu_ms(RL_V2_THREADS) - before;
+        let before = service_cpu_ms(RL_V2_THREADS);
         runtime.block_on(async { tokio::spawn(async { work() }).await.unwrap() });
-        let inside = service_cpu_ms() - before;
+        let inside = service_cpu_ms(RL_V2_THREADS) - before;
         runtime.shutdown_background();
         assert_eq!(outside, 0.0, "work on the test's own thread was counted");
         assert!(

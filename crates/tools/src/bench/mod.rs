@@ -268,9 +268,13 @@ async fn measure(
     });
     let settings = rl_settings(&url, mode, dir, every);
     let subjects = settings.subjects.clone();
-    let runtime = cpu::service_runtime()?;
+    let threads = match who {
+        Subject::RlV2 => cpu::RL_V2_THREADS,
+        Subject::Baseline => cpu::BASELINE_THREADS,
+    };
+    let runtime = cpu::service_runtime(threads)?;
     let task = start(&runtime, who, mode, settings, &shutdown).await?;
-    let cpu_before = cpu::service_cpu_ms();
+    let cpu_before = cpu::service_cpu_ms(threads);
     let saturated = match data {
         Some(_) => None,
         None => {
@@ -287,7 +291,7 @@ async fn measure(
     let pace = Pace::Rate { per_sec: opts.rate };
     let rated = load::run(&url, &subjects, work.shape, rated_events, pace).await?;
     let sending_secs = started.elapsed().as_secs_f64();
-    let cpu_ms = cpu::service_cpu_ms() - cpu_before;
+    let cpu_ms = cpu::service_cpu_ms(threads) - cpu_before;
     requesting.cancel();
     let mut side = Side::default();
     for task in requests {
