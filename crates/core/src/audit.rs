@@ -1,7 +1,7 @@
 //! What one message did to the engine: the record that the service, `replay`, `simulate` and
 //! the tests read, instead of diffing counters or recomputing rewards.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decision::Decision;
 use crate::domain::agent::AgentKind;
@@ -42,6 +42,29 @@ impl Outcome {
     }
 }
 
+/// How a decision was drawn: what an off-policy evaluation needs to reweight it. Kept with the
+/// pending decision until its reward arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Logged {
+    /// Probability that the policy picked the chosen action in that state.
+    pub propensity: f64,
+    /// ε at the time of the choice.
+    pub epsilon: f64,
+    /// Size of the action set it was chosen from.
+    pub allowed_actions: usize,
+}
+
+impl Logged {
+    /// The record of an ε-greedy selection.
+    pub fn of(s: &crate::domain::qlearning::Selection) -> Self {
+        Self {
+            propensity: s.propensity,
+            epsilon: s.epsilon,
+            allowed_actions: s.allowed,
+        }
+    }
+}
+
 /// One Q-update, as the close that caused it computed it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Update {
@@ -49,10 +72,15 @@ pub struct Update {
     pub agent: AgentKind,
     /// The decision rewarded.
     pub decision_id: String,
+    /// Symbol of the position closed.
+    pub symbol: String,
     /// The state the decision was made in.
     pub state_key: String,
     /// The action it took.
     pub action: usize,
+    /// How the action was drawn; `None` for a decision pending in a checkpoint written before
+    /// propensities were kept.
+    pub logged: Option<Logged>,
     /// The reward the formula gave.
     pub raw_reward: f64,
     /// The reward that reached the update (bounded by `plausibility.max_abs_reward`).
@@ -61,13 +89,19 @@ pub struct Update {
     pub parts: RewardParts,
     /// The state built at close, bootstrapped from; `None` when the close ended the episode.
     pub next_state_key: Option<String>,
+    /// The state built at close, whether or not it was bootstrapped from.
+    pub state_at_close: String,
     /// False when the update was refused (a non-finite value): the table is unchanged.
     pub applied: bool,
+    /// Sequence number of the close.
+    pub seq: u64,
+    /// The close's time (its own timestamp within the allowed skew), epoch seconds.
+    pub time: f64,
 }
 
 /// The terms of a reward, each before its weight; the ones an agent's formula does not use are
 /// `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewardParts {
     /// Realised P&L in percent.
     pub pnl_pct: f64,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::audit::Outcome;
-use crate::audit::{RewardParts, Tally, Update};
+use crate::audit::{Logged, RewardParts, Tally, Update};
 use crate::capacity::{Capacity, Recency};
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
@@ -159,6 +159,9 @@ pub struct PendingMeta {
     pub state_key: String,
     /// Action chosen.
     pub action: usize,
+    /// How it was drawn (absent in checkpoints written before propensities were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged: Option<Logged>,
     /// Confidence of the signal.
     pub confidence: f64,
     /// Regime when it was made.
@@ -176,6 +179,9 @@ pub struct PendingSizing {
     pub state_key: String,
     /// Action chosen.
     pub action: usize,
+    /// How it was drawn (absent in checkpoints written before propensities were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged: Option<Logged>,
     /// Leverage of the chosen action.
     pub leverage: u32,
     /// Confidence of the trade's signal.
@@ -679,7 +685,7 @@ impl Engine {
             EventBody::Prediction(p) => vec![self.on_prediction(seq, event, at, p)],
             EventBody::Trade(t) => vec![self.on_trade(seq, event, at, t)],
             EventBody::Close(c) => {
-                self.on_close(event, at, c);
+                self.on_close(seq, event, at, c);
                 Vec::new()
             }
         };
@@ -793,6 +799,7 @@ impl Engine {
             decision_id: decision.decision_id.clone(),
             state_key: key,
             action: selection.action,
+            logged: Some(Logged::of(&selection)),
             confidence: p.confidence,
             regime: market.regime,
             time: at.now,
@@ -845,6 +852,7 @@ impl Engine {
             decision_id: decision.decision_id.clone(),
             state_key: key,
             action: selection.action,
+            logged: Some(Logged::of(&selection)),
             leverage: SizingAction::from_index(selection.action).map_or(0, |a| a.leverage),
             confidence: t.confidence,
             state_exposure: exposure,
@@ -969,7 +977,7 @@ impl Engine {
         }
     }
 
-    fn on_close(&mut self, event: &Event, at: At, c: &Close) {
+    fn on_close(&mut self, seq: u64, event: &Event, at: At, c: &Close) {
         let s = &mut self.state;
         s.winrate.record(c.pnl_pct);
         s.pnl_window.record(c.pnl_pct);
@@ -1039,13 +1047,18 @@ impl Engine {
             self.record_update(Update {
                 agent: AgentKind::MetaStrategy,
                 decision_id: m.decision_id,
+                symbol: event.symbol.clone(),
                 state_key: m.state_key,
                 action: m.action,
+                logged: m.logged,
                 raw_reward,
                 reward,
                 parts: RewardParts::meta(&outcome),
-                next_state_key: bootstrap.then_some(next),
+                next_state_key: bootstrap.then(|| next.clone()),
+                state_at_close: next,
                 applied: result.is_ok(),
+                seq,
+                time: at.event_time,
             });
         }
         if let Some(z) = sizing {
@@ -1081,13 +1094,18 @@ impl Engine {
             self.record_update(Update {
                 agent: AgentKind::PositionSizing,
                 decision_id: z.decision_id,
+                symbol: event.symbol.clone(),
                 state_key: z.state_key,
                 action: z.action,
+                logged: z.logged,
                 raw_reward,
                 reward,
                 parts: RewardParts::sizing(&outcome),
-                next_state_key: bootstrap.then_some(next),
+                next_state_key: bootstrap.then(|| next.clone()),
+                state_at_close: next,
                 applied: result.is_ok(),
+                seq,
+                time: at.event_time,
             });
         }
     }

@@ -5,6 +5,7 @@
 //!   agents);
 //! * [`event`] and [`decision`]: what comes in and what goes out;
 //! * [`audit`]: what one message did — decisions, Q-updates with their rewards, expiries;
+//! * [`outcome`]: the outcome event published per Q-update, the logged-bandit record;
 //! * [`engine`]: a deterministic state machine that applies events and holds all learned state,
 //!   bounded by [`plausibility`] (what an event may claim) and [`capacity`] (what it keeps).
 //!
@@ -18,4 +19,5 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod outcome;
 pub mod plausibility;

@@ -136,3 +136,56 @@ fn a_repeated_sequence_and_a_rejected_payload_report_no_effect() {
     assert_eq!(outcome.updates_applied(), 0);
     assert_eq!(engine.last_applied_seq(), 2);
 }
+
+#[test]
+fn an_outcome_carries_the_propensity_and_epsilon_its_decision_was_drawn_with() {
+    use rl_v2_core::outcome::OutcomeEvent;
+    let mut engine = Engine::new(EngineConfig::default());
+    let prediction = format!(r#"{{"symbol":"ETHUSDT","confidence":0.6,"price_history":{PRICES}}}"#);
+    let Outcome::Applied {
+        decisions: meta, ..
+    } = feed(
+        &mut engine,
+        1,
+        EventKind::PredictionGenerated,
+        &prediction,
+        T0,
+    )
+    else {
+        panic!("prediction applied")
+    };
+    let trade = r#"{"symbol":"ETHUSDT","position_size_usd":1000,"account_balance":10000}"#;
+    let Outcome::Applied {
+        decisions: sizing, ..
+    } = feed(&mut engine, 2, EventKind::TradeExecuted, trade, T0 + 1.0)
+    else {
+        panic!("trade applied")
+    };
+    let close = r#"{"symbol":"ETHUSDT","pnl_pct":-2.0,"max_drawdown_pct":3.0}"#;
+    let Outcome::Applied { updates, .. } =
+        feed(&mut engine, 3, EventKind::PositionClosed, close, T0 + 2.0)
+    else {
+        panic!("close applied")
+    };
+    let outcomes: Vec<OutcomeEvent> = updates.iter().map(OutcomeEvent::of).collect();
+    assert_eq!(outcomes.len(), 2);
+    for (o, d) in outcomes.iter().zip([&meta[0], &sizing[0]]) {
+        assert_eq!(o.decision_id, d.decision_id);
+        assert_eq!(o.agent, d.agent);
+        assert_eq!(o.symbol, "ETHUSDT");
+        assert_eq!(o.state_key, d.state_key);
+        assert_eq!(o.action_index, d.action_index);
+        assert_eq!(o.propensity, Some(d.propensity));
+        assert_eq!(o.epsilon, Some(d.epsilon));
+        assert_eq!(o.seq, 3);
+        assert_eq!(o.timestamp, T0 + 2.0);
+        assert_eq!(o.reward_parts.pnl_pct, -2.0);
+        assert!(o.applied && o.terminal);
+        assert_eq!(o.msg_id(), format!("outcome-{}", d.decision_id));
+    }
+    assert_eq!(outcomes[0].allowed_actions, Some(60));
+    assert_eq!(outcomes[1].allowed_actions, Some(40));
+    assert_eq!(outcomes[0].reward_parts.max_drawdown_pct, Some(3.0));
+    assert_eq!(outcomes[1].reward_parts.max_drawdown_pct, None);
+    assert!(outcomes[1].reward_parts.risk_penalty.is_some());
+}

@@ -19,6 +19,7 @@ impl Default for ServiceMetrics {
             messages_by_subject: Mutex::default(),
             decisions_published: AtomicU64::default(),
             dead_letters: AtomicU64::default(),
+            outcomes_published: AtomicU64::default(),
             publish_failures: AtomicU64::default(),
             duplicates_skipped: AtomicU64::default(),
             events_lost: AtomicU64::default(),
@@ -43,6 +44,7 @@ pub struct ServiceMetrics {
     messages_by_subject: Mutex<BTreeMap<String, u64>>,
     decisions_published: AtomicU64,
     dead_letters: AtomicU64,
+    outcomes_published: AtomicU64,
     publish_failures: AtomicU64,
     duplicates_skipped: AtomicU64,
     events_lost: AtomicU64,
@@ -64,6 +66,8 @@ pub struct ServiceSnapshot {
     pub decisions_published: u64,
     /// Dead letters published.
     pub dead_letters: u64,
+    /// Outcome events published (one per Q-update).
+    pub outcomes_published: u64,
     /// Publishes that failed.
     pub publish_failures: u64,
     /// Redelivered messages that were already applied.
@@ -108,6 +112,11 @@ impl ServiceMetrics {
     /// Counts a dead letter.
     pub fn dead_letter(&self) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a published outcome event.
+    pub fn outcome_published(&self) {
+        self.outcomes_published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed publish.
@@ -172,6 +181,7 @@ impl ServiceMetrics {
                 .unwrap_or_default(),
             decisions_published: get(&self.decisions_published),
             dead_letters: get(&self.dead_letters),
+            outcomes_published: get(&self.outcomes_published),
             publish_failures: get(&self.publish_failures),
             duplicates_skipped: get(&self.duplicates_skipped),
             events_lost: get(&self.events_lost),

@@ -224,6 +224,12 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     );
     counter(
         &mut r,
+        "outcomes_published",
+        "Outcome events published (one per Q-update)",
+        s.outcomes_published,
+    );
+    counter(
+        &mut r,
         "publish_failures",
         "Publishes that failed",
         s.publish_failures,

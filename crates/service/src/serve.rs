@@ -8,6 +8,8 @@
 //! channel, the loop finishes what was handed over, flushes publishes, writes the final
 //! checkpoint, and returns.
 
+mod outcomes;
+
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -509,6 +511,7 @@ impl EventLoop {
                 updates,
                 ..
             } => {
+                self.publish_outcomes(&updates).await;
                 let updates = updates.iter().filter(|u| u.applied).count() as u64;
                 for decision in &decisions {
                     self.publish_decision(decision, &msg.delivery).await;

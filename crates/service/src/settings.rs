@@ -216,6 +216,8 @@ pub struct Subjects {
     pub sizing_decision: String,
     /// Rejected events.
     pub dead_letter: String,
+    /// Outcome events: one per Q-update, the decision with its reward.
+    pub outcome: String,
 }
 
 impl NatsSettings {
@@ -524,6 +526,7 @@ impl Settings {
             ("subjects.meta_decision", &s.meta_decision),
             ("subjects.sizing_decision", &s.sizing_decision),
             ("subjects.dead_letter", &s.dead_letter),
+            ("subjects.outcome", &s.outcome),
         ] {
             if subject.is_empty() || subject.contains(char::is_whitespace) {
                 return Err(invalid(key, "must be a subject without whitespace"));

@@ -167,6 +167,8 @@ pub struct Selection {
     pub q_value: f64,
     /// ε at the time of the choice.
     pub epsilon: f64,
+    /// Size of the action set it was chosen from.
+    pub allowed: usize,
 }
 
 /// Why an update was refused.
@@ -388,6 +390,7 @@ impl<S: Ord + Clone> QLearning<S> {
             propensity,
             q_value: self.q(state, action),
             epsilon: self.epsilon,
+            allowed: allowed.len(),
         }
     }
 
