@@ -3,5 +3,6 @@
 //! throw-away [`nats_server`]s that the benchmark and the integration tests run against.
 
 pub mod bench;
+pub mod evaluate;
 pub mod nats_server;
 pub mod simulate;

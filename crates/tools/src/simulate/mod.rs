@@ -26,6 +26,7 @@
 
 pub mod chart;
 pub mod events;
+pub mod logged;
 pub mod market;
 pub mod oracle;
 
@@ -156,6 +157,14 @@ pub enum SimulateError {
     /// An option is out of range.
     #[error("invalid simulation options: {0}")]
     InvalidOptions(String),
+    /// The outcome log could not be written.
+    #[error("cannot write the outcomes to {path}: {reason}")]
+    Outcomes {
+        /// Where they were to go.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The chart could not be written.
     #[error("cannot write the chart to {path}: {reason}")]
     Chart {
@@ -320,13 +329,27 @@ pub struct SimulationReport {
 /// Trains an engine on the simulated market, evaluates it, writes the chart if asked, and
 /// returns the report. Deterministic: the same options give the same report.
 pub fn run(options: &SimulateOptions) -> Result<SimulationReport, SimulateError> {
+    run_with(options, None).map(|(report, _, _)| report)
+}
+
+/// [`run`], handing each training Q-update to `log`; also returns the trained engine and the
+/// rounds training played (the evaluation's clock starts after them).
+fn run_with(
+    options: &SimulateOptions,
+    log: Option<logged::Sink<'_>>,
+) -> Result<(SimulationReport, Engine, u64), SimulateError> {
     options.validate()?;
     let market = Market::new(options.seed, &options.symbols);
     let progress = progress_bar(options);
 
     progress.set_message("training");
     let mut engine = Engine::new(options.engine.clone());
-    let training = train(&market, &mut engine, options, &progress);
+    // Reborrowed for the market's shorter lifetime.
+    let log: Option<logged::Sink<'_>> = match log {
+        Some(sink) => Some(&mut *sink),
+        None => None,
+    };
+    let training = train(&market, &mut engine, options, &progress, log);
 
     progress.set_message("evaluating");
     let evaluation = evaluate(&market, &engine, &training, options, &progress);
@@ -344,6 +367,7 @@ pub fn run(options: &SimulateOptions) -> Result<SimulationReport, SimulateError>
         mean_pnl_pct: training.pnl_sum / training.trades.max(1) as f64,
         final_equity: training.final_equity,
     };
+    let rounds = training.rounds;
     let report = SimulationReport {
         seed: options.seed,
         engine_seed: options.engine.seed,
@@ -356,7 +380,7 @@ pub fn run(options: &SimulateOptions) -> Result<SimulationReport, SimulateError>
     if let Some(path) = &options.chart {
         write_chart(&report, path)?;
     }
-    Ok(report)
+    Ok((report, engine, rounds))
 }
 
 fn progress_bar(options: &SimulateOptions) -> ProgressBar {
@@ -401,6 +425,8 @@ enum Policy<'e> {
     Random(Box<ChaCha8Rng>),
     /// The best expected P&L for the regime and volatility; no engine is involved.
     Oracle(&'e Oracle),
+    /// The same (meta, sizing) actions for every trade; no engine is involved.
+    Constant(usize, usize),
 }
 
 /// One completed trade.
@@ -431,6 +457,8 @@ struct Desk<'m> {
     equity: f64,
     pnl_window: PnlWindow,
     rejected: u64,
+    /// Receives each Q-update of a close with its scenario (training with an outcome log).
+    log: Option<logged::Sink<'m>>,
 }
 
 impl<'m> Desk<'m> {
@@ -448,6 +476,7 @@ impl<'m> Desk<'m> {
             equity: config.initial_balance,
             pnl_window: engine.state().pnl_window.clone(),
             rejected: 0,
+            log: None,
         }
     }
 
@@ -495,6 +524,7 @@ impl<'m> Desk<'m> {
                 }
                 Policy::Random(rng) => Some(random_pick(rng, &self.meta_actions)),
                 Policy::Oracle(oracle) => Some(self.oracle_pick(oracle, s).0),
+                Policy::Constant(meta, _) => Some(constant_pick(*meta)),
             };
         }
 
@@ -516,6 +546,7 @@ impl<'m> Desk<'m> {
                 }
                 Policy::Random(rng) => Some(random_pick(rng, &self.sizing_actions)),
                 Policy::Oracle(oracle) => Some(self.oracle_pick(oracle, &scenarios[i]).1),
+                Policy::Constant(_, sizing) => Some(constant_pick(*sizing)),
             };
             if let Some(pick) = pick {
                 open += 1;
@@ -545,6 +576,9 @@ impl<'m> Desk<'m> {
                     else {
                         continue;
                     };
+                    if let Some(log) = self.log.as_mut() {
+                        updates.iter().for_each(|u| log(u, s));
+                    }
                     let reward_of = |agent| {
                         updates
                             .iter()
@@ -557,7 +591,7 @@ impl<'m> Desk<'m> {
                         reward_of(AgentKind::PositionSizing),
                     )
                 }
-                Policy::Random(_) | Policy::Oracle(_) => {
+                Policy::Random(_) | Policy::Oracle(_) | Policy::Constant(..) => {
                     let (meta, sizing) = self.rewards(s, &result, leverage, exposure);
                     (0, meta, sizing)
                 }
@@ -620,6 +654,15 @@ impl<'m> Desk<'m> {
             volatility: s.volatility,
         });
         (meta, sizing)
+    }
+}
+
+/// The pick of a constant policy.
+fn constant_pick(action: usize) -> Pick {
+    Pick {
+        action,
+        explored: false,
+        state_key: String::new(),
     }
 }
 
@@ -701,13 +744,15 @@ struct Training {
     sizing_visits: BTreeMap<String, (VolatilityLevel, u64)>,
 }
 
-fn train(
-    market: &Market,
+fn train<'m>(
+    market: &'m Market,
     engine: &mut Engine,
     options: &SimulateOptions,
     progress: &ProgressBar,
+    log: Option<logged::Sink<'m>>,
 ) -> Training {
     let mut desk = Desk::new(market, engine, 0);
+    desk.log = log;
     let mut stream = market.stream(TRAINING_STREAM);
     let window_len = options.cycles.div_ceil(options.curve_points).max(1);
     let mut training = Training {
@@ -1158,7 +1203,7 @@ mod tests {
         let market = Market::new(options.seed, &options.symbols);
         let mut engine = Engine::new(options.engine.clone());
         let progress = ProgressBar::hidden();
-        let training = train(&market, &mut engine, &options, &progress);
+        let training = train(&market, &mut engine, &options, &progress, None);
         let mut copy = frozen(&engine);
         let mut desk = Desk::new(&market, &copy, training.rounds);
         let score = play_evaluation(
