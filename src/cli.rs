@@ -80,7 +80,21 @@ pub enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Write every training Q-update's outcome event to FILE (JSON Lines), for `evaluate`.
+        #[arg(long, value_name = "FILE")]
+        outcomes: Option<PathBuf>,
+        /// Write the trained engine's checkpoint into DIR.
+        #[arg(long, value_name = "DIR")]
+        save_checkpoint: Option<PathBuf>,
     },
+    /// Estimate, from outcome events, what other policies would have earned per decision.
+    ///
+    /// Off-policy evaluation: the logging policy (on-policy mean), the greedy policy of each
+    /// checkpoint, uniformly random and the best constant action pair, by IPS, clipped IPS,
+    /// self-normalised IPS and doubly robust, with bootstrap 95 % intervals, effective sample
+    /// sizes and a warning when the log supports a target too thinly. Exits 1 when the outcomes
+    /// or a checkpoint cannot be read, 2 on bad arguments.
+    Evaluate(rl_v2_tools::evaluate::EvaluateArgs),
     /// Train offline from a recorded event log and write a checkpoint.
     ///
     /// FILE holds one JSON object per line: {"subject": "...", "payload": <raw string or
@@ -278,6 +292,8 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             chart,
             json,
             quiet,
+            outcomes,
+            save_checkpoint,
         } => simulate(
             &settings,
             seed,
@@ -286,7 +302,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             chart,
             json,
             quiet,
+            (outcomes, save_checkpoint),
         ),
+        Command::Evaluate(args) => evaluate(&settings, &args),
         Command::Inspect {
             dir,
             states,
@@ -383,7 +401,10 @@ fn serve_command(settings: Settings, discard_corrupt_checkpoint: bool) -> Result
     })
 }
 
-/// `rl-v2 simulate`: trains on the synthetic market and prints the evaluation.
+/// `rl-v2 simulate`: trains on the synthetic market and prints the evaluation; with `logged`
+/// (an outcome file, a checkpoint directory) also writes the training outcomes and the trained
+/// checkpoint.
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     settings: &Settings,
     seed: u64,
@@ -392,6 +413,7 @@ fn simulate(
     chart: PathBuf,
     json: bool,
     quiet: bool,
+    logged: (Option<PathBuf>, Option<PathBuf>),
 ) -> Result<(), ExitCode> {
     let options = rl_v2_tools::simulate::SimulateOptions {
         seed,
@@ -406,7 +428,12 @@ fn simulate(
         eprintln!("rl-v2: {e}");
         return Err(ExitCode::from(EXIT_USAGE));
     }
-    let report = rl_v2_tools::simulate::run(&options).map_err(fail)?;
+    let report = match logged {
+        (None, None) => rl_v2_tools::simulate::run(&options).map_err(fail)?,
+        (outcomes, checkpoint) => {
+            simulate_logged(&options, outcomes.as_deref(), checkpoint.as_deref())?
+        }
+    };
     print_json_or(json, &report, || {
         format!(
             "{}\n{}\nlearning curve chart: {}\n",
@@ -414,6 +441,44 @@ fn simulate(
             rl_v2_tools::simulate::summary(&report),
             chart.display()
         )
+    });
+    Ok(())
+}
+
+/// A simulation that writes its training outcomes and/or its trained checkpoint.
+fn simulate_logged(
+    options: &rl_v2_tools::simulate::SimulateOptions,
+    outcomes: Option<&Path>,
+    checkpoint: Option<&Path>,
+) -> Result<rl_v2_tools::simulate::SimulationReport, ExitCode> {
+    use rl_v2_tools::simulate::logged;
+    let run = match outcomes {
+        Some(path) => logged::run_to_file(options, path),
+        None => logged::run_logged(options, &mut |_, _| {}),
+    }
+    .map_err(fail)?;
+    if let Some(dir) = checkpoint {
+        CheckpointStore::new(dir)
+            .write(run.engine.state())
+            .map_err(fail)?;
+    }
+    Ok(run.report)
+}
+
+/// `rl-v2 evaluate`: off-policy evaluation of other policies from outcome events.
+fn evaluate(
+    settings: &Settings,
+    args: &rl_v2_tools::evaluate::EvaluateArgs,
+) -> Result<(), ExitCode> {
+    let request = args.request().map_err(|e| {
+        eprintln!("rl-v2: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    let report = runtime()?
+        .block_on(rl_v2_tools::evaluate::run(settings, &request))
+        .map_err(fail)?;
+    print_json_or(args.json, &report, || {
+        rl_v2_tools::evaluate::render(&report)
     });
     Ok(())
 }

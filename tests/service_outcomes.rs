@@ -97,7 +97,7 @@ async fn each_update_publishes_one_outcome_that_a_stream_keeps_once_across_a_cra
 
     service.signal("KILL");
     assert!(!service.wait().await.success());
-    let service = Service::start(&server.url(), &data, &env);
+    let mut service = Service::start(&server.url(), &data, &env);
     service.ready(&client).await;
     let s = applied(&client, 480).await;
     assert!(
@@ -127,5 +127,49 @@ async fn each_update_publishes_one_outcome_that_a_stream_keeps_once_across_a_cra
         assert!(o["reward_parts"][agent_parts].is_number(), "{o}");
         assert!(o["reward"].is_number() && o["state_key"].is_string());
         assert!(o["next_state_key"].is_string() && o["seq"].is_u64());
+    }
+
+    // `rl-v2 evaluate --stream` reads the same outcomes back; the logging policy's value is
+    // their mean reward, and the service's final checkpoint is the greedy target.
+    service.signal("TERM");
+    assert!(service.wait().await.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rl-v2"))
+        .args([
+            "evaluate",
+            "--stream",
+            OUTCOME_STREAM,
+            "--json",
+            "--checkpoint",
+        ])
+        .arg(&data)
+        .env("RL_V2__NATS__URL", server.url())
+        .output()
+        .expect("rl-v2 evaluate runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let decisions = |agent: &str| all.iter().filter(|(_, o)| o["agent"] == agent).count();
+    assert_eq!(report["meta_decisions"], decisions("meta_strategy"));
+    assert_eq!(report["sizing_decisions"], decisions("position_sizing"));
+    let targets = report["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "logging policy");
+    assert!(names[1].starts_with("greedy "), "{names:?}");
+    assert!(names.contains(&"uniformly random"), "{names:?}");
+    for agent in targets[0]["agents"].as_array().unwrap() {
+        let rewards: Vec<f64> = all
+            .iter()
+            .filter(|(_, o)| o["agent"] == agent["agent"])
+            .map(|(_, o)| o["reward"].as_f64().unwrap())
+            .collect();
+        let mean = rewards.iter().sum::<f64>() / rewards.len() as f64;
+        let ips = agent["ips"]["value"].as_f64().unwrap();
+        assert!((ips - mean).abs() < 1e-9, "{ips} vs {mean}");
     }
 }

@@ -267,14 +267,21 @@ pub async fn run(
     let allowed = allowed_by(settings);
     let targets = standard_targets(&log, &checkpoints, &allowed, request.options.min_ess);
     let model = checkpoints.first().map(|(n, e)| (n.as_str(), e));
-    Ok(evaluate(
+    let mut report = evaluate(
         &request.source.to_string(),
         &log,
         &targets,
         &allowed,
         model,
         &request.options,
-    ))
+    );
+    if !targets.iter().any(|t| matches!(t, Target::HeldOut(_))) {
+        report.warnings.push(format!(
+            "no constant action pair is supported (effective sample size >= {} and mean weight near 1 on half the trades): the log explores too little for one",
+            request.options.min_ess
+        ));
+    }
+    Ok(report)
 }
 
 /// The report as tables, one per agent.
@@ -338,4 +345,72 @@ pub fn allowed_of(engine: &Engine) -> Allowed {
 /// An action set of every index below `n` (for tests and tools).
 pub fn all_actions(n: usize) -> ActionSet {
     ActionSet::all(n)
+}
+
+/// The command line of `rl-v2 evaluate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluateArgs {
+    /// Outcome events, one JSON object per line (as `simulate --outcomes` writes them, or a dump
+    /// of the outcome subject).
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
+    pub file: Option<PathBuf>,
+    /// Read the outcomes from this JetStream stream (one capturing `subjects.outcome`) on
+    /// `nats.url` instead of a file.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Checkpoint whose greedy policy to evaluate (a directory or its checkpoint.json);
+    /// repeatable. Default: the one in checkpoint.dir. The first is the reward model of the
+    /// other targets' DR estimates.
+    #[arg(long = "checkpoint", value_name = "PATH")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = EstimateOptions::default().bootstrap)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = EstimateOptions::default().seed)]
+    pub seed: u64,
+    /// Largest importance weight of clipped IPS.
+    #[arg(long, default_value_t = EstimateOptions::default().clip)]
+    pub clip: f64,
+    /// Effective sample size below which a target's support counts as too thin.
+    #[arg(long, default_value_t = EstimateOptions::default().min_ess)]
+    pub min_ess: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvaluateArgs {
+    /// The request, or what is wrong with the arguments.
+    pub fn request(&self) -> Result<EvaluateRequest, String> {
+        if self.bootstrap == 0 {
+            return Err("--bootstrap must be at least 1".into());
+        }
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            return Err("--clip must be a positive number".into());
+        }
+        if !(self.min_ess.is_finite() && self.min_ess >= 0.0) {
+            return Err("--min-ess must be a number >= 0".into());
+        }
+        let source = match (&self.file, &self.stream) {
+            (_, Some(stream)) => OutcomeSource::Stream(stream.clone()),
+            (Some(file), None) => OutcomeSource::File(file.clone()),
+            (None, None) => return Err("give an outcome FILE or --stream NAME".into()),
+        };
+        Ok(EvaluateRequest {
+            source,
+            checkpoints: self.checkpoints.clone(),
+            options: EstimateOptions {
+                bootstrap: self.bootstrap,
+                seed: self.seed,
+                clip: self.clip,
+                min_ess: self.min_ess,
+                joint: true,
+            },
+        })
+    }
 }
