@@ -83,6 +83,13 @@ fn truth(score: &PolicyScore, agent: AgentKind) -> f64 {
 }
 
 #[test]
+fn the_example_settings_are_the_ones_the_proof_uses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/evaluate.toml");
+    let settings = rl_v2_service::settings::Settings::load(Some(&path)).expect("valid settings");
+    assert_eq!(settings.engine_config(), options(7).engine);
+}
+
+#[test]
 fn estimates_from_the_training_log_contain_the_values_simulate_measures_and_rank_policies_alike() {
     let options = options(7);
     let mut events = Vec::new();
