@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub plausibility: Plausibility,
     /// Caps on symbols tracked, pending decisions and open positions.
     pub capacity: Capacity,
+    /// Inference only: decisions are made and rewarded (outcomes, trackers, episodes) but the
+    /// Q-tables and ε never change.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +100,7 @@ impl EngineConfig {
             price_history_len: 100,
             plausibility: Plausibility::default(),
             capacity: Capacity::default(),
+            frozen: false,
         }
     }
 }
@@ -1040,10 +1045,13 @@ impl Engine {
                 .discretizer
                 .meta_key(&self.meta_state(market, m.confidence));
             let bootstrap = !self.config.close_ends_episode;
-            let result =
+            let result = if self.config.frozen {
+                Ok(self.state.meta.q().q(&m.state_key, m.action))
+            } else {
                 self.state
                     .meta
-                    .learn(&m.state_key, m.action, reward, bootstrap.then_some(&next));
+                    .learn(&m.state_key, m.action, reward, bootstrap.then_some(&next))
+            };
             self.record_update(Update {
                 agent: AgentKind::MetaStrategy,
                 decision_id: m.decision_id,
@@ -1087,10 +1095,13 @@ impl Engine {
                 market.volatility,
             ));
             let bootstrap = !self.config.close_ends_episode;
-            let result =
+            let result = if self.config.frozen {
+                Ok(self.state.sizing.q().q(&z.state_key, z.action))
+            } else {
                 self.state
                     .sizing
-                    .learn(&z.state_key, z.action, reward, bootstrap.then_some(&next));
+                    .learn(&z.state_key, z.action, reward, bootstrap.then_some(&next))
+            };
             self.record_update(Update {
                 agent: AgentKind::PositionSizing,
                 decision_id: z.decision_id,

@@ -189,3 +189,46 @@ fn an_outcome_carries_the_propensity_and_epsilon_its_decision_was_drawn_with() {
     assert_eq!(outcomes[1].reward_parts.max_drawdown_pct, None);
     assert!(outcomes[1].reward_parts.risk_penalty.is_some());
 }
+
+#[test]
+fn a_frozen_engine_rewards_its_decisions_but_never_changes_its_tables() {
+    let config = EngineConfig {
+        frozen: true,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config);
+    let epsilon = engine.state().meta.q().epsilon();
+    for round in 0..20u64 {
+        let seq = 3 * round;
+        let prediction =
+            format!(r#"{{"symbol":"BTCUSDT","confidence":0.7,"price_history":{PRICES}}}"#);
+        let t = T0 + seq as f64;
+        feed(
+            &mut engine,
+            seq + 1,
+            EventKind::PredictionGenerated,
+            &prediction,
+            t,
+        );
+        let trade = r#"{"symbol":"BTCUSDT","portfolio_exposure":0.2}"#;
+        feed(&mut engine, seq + 2, EventKind::TradeExecuted, trade, t);
+        let close = r#"{"symbol":"BTCUSDT","pnl_pct":5.0}"#;
+        let Outcome::Applied { updates, .. } =
+            feed(&mut engine, seq + 3, EventKind::PositionClosed, close, t)
+        else {
+            panic!("close applied")
+        };
+        assert_eq!(updates.len(), 2, "both decisions rewarded");
+        assert!(updates.iter().all(|u| u.reward > 0.0 && u.logged.is_some()));
+    }
+    let state = engine.state();
+    assert_eq!(state.meta.q().states_visited(), 0, "no Q-value stored");
+    assert_eq!(state.sizing.q().states_visited(), 0);
+    assert_eq!(state.meta.q().epsilon(), epsilon, "ε unchanged");
+    assert_eq!(state.meta.stats().episode_stats.total_episodes, 0);
+    assert_eq!(
+        state.winrate.win_rate(),
+        1.0,
+        "the trackers still follow the account"
+    );
+}

@@ -312,6 +312,9 @@ pub struct LearningSettings {
     pub close_ends_episode: Option<bool>,
     /// Exploration seed.
     pub seed: u64,
+    /// Inference only: the Q-tables and ε never change.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 impl LearningSettings {
@@ -664,6 +667,7 @@ impl Settings {
                 max_pending_decisions: self.limits.max_pending_decisions,
                 max_open_positions: self.limits.max_open_positions,
             },
+            frozen: self.learning.frozen,
         }
     }
 }
