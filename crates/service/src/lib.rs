@@ -23,6 +23,7 @@ pub mod python_format;
 pub mod replay;
 mod serve;
 pub mod settings;
+pub mod shadow;
 pub mod shutdown;
 pub mod slow_consumer;
 pub mod source;

@@ -9,6 +9,7 @@
 //! checkpoint, and returns.
 
 mod outcomes;
+mod shadows;
 
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
@@ -108,6 +109,9 @@ pub struct StatsReply {
     pub engine: EngineStats,
     /// Counters of the service shell.
     pub service: ServiceSnapshot,
+    /// The shadow policies, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<crate::shadow::ShadowStats>,
 }
 
 /// Loads the engine at start-up: the checkpoint; else Python-format tables the Python version
@@ -369,7 +373,9 @@ pub async fn serve(
         decide::serve(decide_endpoint, decide_context),
     );
 
-    let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
+    let shadows = crate::shadow::build(&settings, &engine)?;
+    let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer)
+        .with_shadows(shadows);
     event_loop.waiters = waiters;
     // The first task that panics: the service then stops, and exits with an error.
     let mut failed: Option<String> = None;
@@ -457,6 +463,8 @@ pub struct EventLoop {
     next_checkpoint_at: u64,
     /// Decide requests waiting for the outcome of their stream sequence.
     pub waiters: Arc<decide::Waiters>,
+    /// Shadow policies fed the same messages ([`EventLoop::with_shadows`]).
+    shadows: Vec<crate::shadow::Shadow>,
 }
 
 impl EventLoop {
@@ -478,6 +486,7 @@ impl EventLoop {
             checkpointer,
             next_checkpoint_at,
             waiters: Arc::default(),
+            shadows: Vec::new(),
         }
     }
 
@@ -495,6 +504,7 @@ impl EventLoop {
             .engine
             .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
         let rejected = matches!(outcome, Outcome::Rejected(_));
+        self.run_shadows(seq, &msg).await;
         // A decide request waits for this message's outcome.
         let decide_seq = match &msg.delivery {
             Delivery::JetStream { seq, message } if decide::requested(message) => Some(*seq),
@@ -653,6 +663,7 @@ impl EventLoop {
         StatsReply {
             engine: self.engine.stats(),
             service: self.metrics.snapshot(),
+            shadows: self.shadows.iter().map(|s| s.stats()).collect(),
         }
     }
 

@@ -170,6 +170,9 @@ pub struct Settings {
     pub service: ServiceSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Shadow policies run beside the live engine (`[[shadows]]`; none by default).
+    #[serde(default)]
+    pub shadows: Vec<crate::shadow::ShadowSettings>,
 }
 
 /// Broker connection settings.
@@ -218,6 +221,8 @@ pub struct Subjects {
     pub dead_letter: String,
     /// Outcome events: one per Q-update, the decision with its reward.
     pub outcome: String,
+    /// Prefix of the shadow policies' decision subjects (`<shadow>.<name>.<agent>`).
+    pub shadow: String,
 }
 
 impl NatsSettings {
@@ -619,6 +624,9 @@ impl Settings {
         }
         if let Err(problem) = check_level_filter(&self.log.level) {
             return Err(invalid("log.level", problem));
+        }
+        if let Err((key, problem)) = crate::shadow::validate(&self.shadows, &self.subjects) {
+            return Err(invalid(&key, problem));
         }
         self.engine_config()
             .validate()
