@@ -788,6 +788,9 @@ mod tests {
         assert!(err(&[("RL_V2__LIMITS__MAX_PENDING_DECISIONS", "0")])
             .contains("`limits.max_pending_decisions`"));
         assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
+        assert!(err(&[("RL_V2__MARKET__PRICE_HISTORY_LEN", "3")])
+            .contains("`market.price_history_len`"));
+        assert!(err(&[("RL_V2__LIMITS__MAX_SYMBOLS", "0")]).contains("`limits.max_symbols`"));
         let two = Settings::load_from(
             None,
             env(&[("RL_V2__NATS__URL", "nats://a:4222, nats://b:4222")]),
