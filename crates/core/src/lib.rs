@@ -19,5 +19,6 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod invalid;
 pub mod outcome;
 pub mod plausibility;
