@@ -337,3 +337,191 @@ async fn stats_name_the_instance_and_each_instance_answers_on_its_own_subject() 
         "{any}"
     );
 }
+
+/// Every decision id published (with an epoch) so far.
+fn distinct_published(now: &[Seen]) -> usize {
+    now.iter()
+        .filter(|s| s.epoch().is_some())
+        .map(Seen::id)
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// Decisions the engine made over the stream, by an instance's stats.
+fn decisions_made(s: &Value) -> usize {
+    total(&s["counters"]["decisions"]) as usize
+}
+
+#[tokio::test]
+async fn a_leader_frozen_past_its_lease_publishes_nothing_once_it_resumes() {
+    let server = start_pinned();
+    let url = server.url();
+    let client = client(&url).await;
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start_instance(&url, dir.path(), "a");
+    let led = instance_until(&client, "a", |s| role(s) == "leader").await;
+    let epoch_a = led["instance"]["epoch"].as_u64().unwrap();
+    let mut b = start_instance(&url, dir.path(), "b");
+    instance_until(&client, "b", |s| role(s) == "follower").await;
+    let seen = record(&client).await;
+    let all = events(1_200);
+    publish_all(&js, &all[..500], 0).await;
+    for id in ["a", "b"] {
+        instance_until(&client, id, |s| applied_through(s) >= 500).await;
+    }
+
+    a.signal("STOP");
+    publish_all(&js, &all[500..1_000], 500).await;
+    let took_over = instance_until(&client, "b", |s| {
+        role(s) == "leader" && applied_through(s) >= 1_000
+    })
+    .await;
+    let epoch_b = took_over["instance"]["epoch"].as_u64().unwrap();
+    assert!(epoch_b > epoch_a, "{took_over}");
+    a.signal("CONT");
+    // It wakes up fenced, finds its lease gone and follows, applying what it missed.
+    instance_until(&client, "a", |s| {
+        role(s) == "follower" && s["instance"]["leader"] == "b" && applied_through(s) >= 1_000
+    })
+    .await;
+    publish_all(&js, &all[1_000..], 1_000).await;
+    let done = instance_until(&client, "a", |s| applied_through(s) >= 1_200).await;
+    instance_until(&client, "b", |s| applied_through(s) >= 1_200).await;
+    let expected = decisions_made(&done);
+    recorded_until(&seen, "every decision published", |now| {
+        distinct_published(now) >= expected
+    })
+    .await;
+
+    let late: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.epoch() == Some(epoch_a) && s.value["event_seq"].as_u64() > Some(500))
+        .map(|s| s.value.clone())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the frozen leader published {} decisions for events after its freeze, first: {}",
+        late.len(),
+        late[0]
+    );
+    stop_all(&mut [&mut a, &mut b]).await;
+    check_against_reference(&url, dir.path(), 1_200, &seen, &[&a, &b]).await;
+}
+
+/// Waits until the cluster has a JetStream meta leader: creating a stream succeeds then.
+async fn jetstream_ready(js: &jetstream::Context) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let probe = js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: "READY".into(),
+                    subjects: vec!["ready".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            if probe.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the cluster elects a JetStream meta leader");
+}
+
+/// The name of the node that leads `stream`, once it has one.
+async fn stream_leader(js: &jetstream::Context, stream: &str) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(mut s) = js.get_stream(stream).await {
+                if let Ok(info) = s.info().await {
+                    if let Some(leader) = info.cluster.clone().and_then(|c| c.leader) {
+                        break leader;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream has a leader")
+}
+
+#[tokio::test]
+async fn a_leader_and_two_followers_ride_through_a_broker_node_kill() {
+    let mut cluster = start_pinned_cluster();
+    let urls = cluster.urls();
+    let admin = client(&urls).await;
+    let js = jetstream::new(admin.clone());
+    jetstream_ready(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start_instance(&urls, dir.path(), "a");
+    instance_until(&admin, "a", |s| role(s) == "leader").await;
+    let mut b = start_instance(&urls, dir.path(), "b");
+    let mut c = start_instance(&urls, dir.path(), "c");
+    for id in ["b", "c"] {
+        instance_until(&admin, id, |s| role(s) == "follower").await;
+    }
+    // The node that leads the lease's bucket goes down; the decisions are watched from another.
+    let victim = stream_leader(&js, "KV_rl_v2_leader").await;
+    let watch_url = cluster
+        .nodes
+        .iter()
+        .find(|n| n.name() != victim)
+        .map(|n| n.url())
+        .unwrap();
+    let watcher = client(&watch_url).await;
+    let seen = record(&watcher).await;
+
+    let all = Arc::new(events(3_000));
+    let publishing = {
+        let (js, all) = (js.clone(), all.clone());
+        tokio::spawn(async move { publish_all(&js, &all, 0).await })
+    };
+    instance_until(&watcher, "b", |s| applied_through(s) >= 1_000).await;
+    cluster.node_named(&victim).unwrap().kill();
+    publishing.await.unwrap();
+    let mut made = 0;
+    for id in ["a", "b", "c"] {
+        let s = instance_until(&watcher, id, |s| applied_through(s) >= 3_000).await;
+        made = decisions_made(&s);
+    }
+    cluster
+        .node_named(&victim)
+        .unwrap()
+        .restart()
+        .expect("the node comes back");
+    // One leader in the end, and every decision out.
+    let leaders = tokio::time::timeout(WAIT, async {
+        loop {
+            let mut leaders = Vec::new();
+            for id in ["a", "b", "c"] {
+                if let Some(s) = instance_stats(&watcher, id).await {
+                    if role(&s) == "leader" {
+                        leaders.push(id);
+                    }
+                }
+            }
+            if leaders.len() == 1 {
+                break leaders;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("one leader");
+    assert_eq!(leaders.len(), 1);
+    recorded_until(&seen, "every decision published", |now| {
+        distinct_published(now) >= made
+    })
+    .await;
+    for s in [&mut a, &mut b, &mut c] {
+        assert!(s.running(), "{}", s.log_text());
+    }
+    stop_all(&mut [&mut a, &mut b, &mut c]).await;
+    check_against_reference(&urls, dir.path(), 3_000, &seen, &[&a, &b, &c]).await;
+}

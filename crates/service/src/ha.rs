@@ -156,7 +156,9 @@ struct Shared {
     /// Highest stream sequence whose decisions this instance published (or the previous
     /// leader had, below this one's floor).
     published_through: AtomicU64,
-    /// The `published_through` last read from the progress bucket.
+    /// Highest stream sequence whose publications are known delivered: read from the progress
+    /// bucket (the leader's record), or, while leading, confirmed by a flush on an unbroken
+    /// connection.
     recorded: AtomicU64,
     /// The current leader's id and epoch, as last seen.
     leader: Mutex<(String, u64)>,
@@ -281,8 +283,12 @@ impl Standby {
         }
     }
 
-    /// Keeps a publication for a takeover, dropping those the leader has published.
+    /// Keeps a publication until it is known delivered: a follower's for a takeover, the
+    /// leader's own for a republication after a reconnect. Drops those known delivered.
     pub fn hold(&mut self, held: Held) {
+        if self.shared.is_none() {
+            return;
+        }
         let recorded = self
             .shared
             .as_ref()
@@ -316,8 +322,9 @@ impl Standby {
         }
     }
 
-    /// Takes the new role; at a takeover, returns the epoch and the kept publications to
-    /// publish now (those past the previous leader's `published_through`), oldest first.
+    /// Takes the new role; at a takeover (or a reconnect while leading), returns the epoch and
+    /// the kept publications to publish now (those past the recorded `published_through`),
+    /// oldest first; they stay kept until known delivered.
     /// `applied` is the last sequence applied: once the backlog is out, everything up to it is
     /// published.
     pub fn take_role(&mut self, role: Role, applied: u64) -> Option<(u64, Vec<Held>)> {
@@ -329,7 +336,8 @@ impl Standby {
             }
             Role::Leader { epoch, floor } => {
                 let from = floor.unwrap_or(0);
-                let backlog: Vec<Held> = self.held.drain(..).filter(|h| h.seq > from).collect();
+                self.held.retain(|h| h.seq > from);
+                let backlog: Vec<Held> = self.held.iter().cloned().collect();
                 self.live = Some((epoch, from));
                 shared
                     .published_through
@@ -552,14 +560,18 @@ impl Election {
         let mut tick = tokio::time::interval(self.ttl / 8);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut held: Option<Lease> = None;
+        let mut connects = self.connects();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
+            let now = self.connects();
+            let reconnected = now != connects;
+            connects = now;
             held = match held {
                 None => self.try_acquire().await,
-                Some(lease) => self.renew(lease).await,
+                Some(lease) => self.renew(lease, reconnected).await,
             };
         }
         if let Some(lease) = held {
@@ -645,10 +657,21 @@ impl Election {
         })
     }
 
-    /// As the leader: records progress and renews; fences and demotes when it cannot.
-    async fn renew(&self, lease: Lease) -> Option<Lease> {
+    /// Connections made so far (a change means the connection broke and was remade).
+    fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::SeqCst)
+    }
+
+    /// As the leader: renews, records what is delivered, and after a reconnect has the event
+    /// loop publish again what may have been lost with the old connection; fences and demotes
+    /// when it cannot renew.
+    async fn renew(&self, lease: Lease, reconnected: bool) -> Option<Lease> {
+        let before = self.connects();
         let published = self.shared.published_through.load(Ordering::SeqCst);
         let flushed = matches!(self.op("flush", self.client.flush()).await, Some(Ok(())));
+        // A flush confirms what was written before it only on the same connection.
+        let broken = reconnected || self.connects() != before;
+        let flushed = flushed && !broken;
         let value = serde_json::to_vec(&LeaseValue {
             instance: self.id.clone(),
             epoch: lease.epoch,
@@ -665,7 +688,20 @@ impl Election {
             Some(Ok(revision)) => {
                 self.shared.fence_until(sent + self.ttl / 2);
                 if flushed {
+                    self.shared.recorded.fetch_max(published, Ordering::SeqCst);
                     self.record(published, lease.epoch).await;
+                }
+                if broken {
+                    let floor = self.shared.recorded.load(Ordering::SeqCst);
+                    tracing::warn!(
+                        epoch = lease.epoch,
+                        delivered_through = floor,
+                        "the connection was remade while leading: publishing again what followed"
+                    );
+                    let _ = self.tx.send(Role::Leader {
+                        epoch: lease.epoch,
+                        floor: Some(floor),
+                    });
                 }
                 Some(Lease { revision, ..lease })
             }

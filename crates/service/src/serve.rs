@@ -620,22 +620,27 @@ impl EventLoop {
         payload: Bytes,
         msg_id: Option<&str>,
     ) -> bool {
-        let payload = match self.standby.gate(seq) {
-            ha::Gate::Publish(None) => payload,
-            ha::Gate::Publish(Some(epoch)) => ha::with_epoch(&payload, epoch),
+        let epoch = match self.standby.gate(seq) {
             ha::Gate::Skip => return false,
-            ha::Gate::Hold => {
-                let held = ha::Held {
-                    seq,
-                    subject: subject.to_string(),
-                    payload,
-                    msg_id: msg_id.map(str::to_string),
-                };
-                self.standby.hold(held);
-                return false;
-            }
+            ha::Gate::Publish(None) => return self.publish(subject.into(), payload, msg_id).await,
+            ha::Gate::Publish(Some(epoch)) => Some(epoch),
+            ha::Gate::Hold => None,
         };
-        self.publish(subject.to_string(), payload, msg_id).await
+        // Kept until known delivered: a follower's for a takeover, the leader's for a
+        // republication after a reconnect.
+        self.standby.hold(ha::Held {
+            seq,
+            subject: subject.to_string(),
+            payload: payload.clone(),
+            msg_id: msg_id.map(str::to_string),
+        });
+        match epoch {
+            Some(epoch) => {
+                let payload = ha::with_epoch(&payload, epoch);
+                self.publish(subject.to_string(), payload, msg_id).await
+            }
+            None => false,
+        }
     }
 
     /// Takes the role the election gave: at a takeover, publishes the decisions kept as a
