@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::engine::BySymbol;
+use crate::invalid::Invalid;
 
 /// Default cap on symbols whose market context is kept.
 pub const DEFAULT_MAX_SYMBOLS: usize = 10_000;
@@ -44,14 +45,14 @@ impl Default for Capacity {
 
 impl Capacity {
     /// Checks every cap; the error names the key (under `limits.`).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (key, value) in [
             ("max_symbols", self.max_symbols),
             ("max_pending_decisions", self.max_pending_decisions),
             ("max_open_positions", self.max_open_positions),
         ] {
             if value == 0 {
-                return Err(format!("limits.{key} must be at least 1"));
+                return Err(Invalid::new(Some("capacity"), key, "must be at least 1"));
             }
         }
         Ok(())
@@ -145,6 +146,24 @@ impl Recency {
             }
         }
     }
+
+    /// Evicts the oldest entries of `map` until fewer than `cap` remain; returns them, oldest
+    /// first.
+    pub fn make_room<T>(
+        &mut self,
+        map: &mut BySymbol<T>,
+        cap: usize,
+        time: impl Fn(&T) -> f64,
+    ) -> Vec<(String, Arc<T>)> {
+        let mut evicted = Vec::new();
+        while map.len() >= cap {
+            match self.evict_oldest(map, &time) {
+                Some(entry) => evicted.push(entry),
+                None => break,
+            }
+        }
+        evicted
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +186,20 @@ mod tests {
             .collect();
         assert_eq!(order, ["B", "C", "A"]);
         assert!(m.is_empty() && r.is_empty());
+    }
+
+    #[test]
+    fn making_room_evicts_the_oldest_until_below_the_cap() {
+        let mut m = map(&[("C", 5.0), ("A", 7.0), ("B", 5.0), ("D", 1.0)]);
+        let mut r = Recency::of(&m, |t| *t);
+        let gone: Vec<String> = r
+            .make_room(&mut m, 2, |t| *t)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(gone, ["D", "B", "C"]);
+        assert_eq!(m.len(), 1);
+        assert!(r.make_room(&mut m, 2, |t| *t).is_empty());
     }
 
     #[test]
@@ -201,8 +234,8 @@ mod tests {
             ..Capacity::default()
         };
         assert_eq!(
-            zero.validate().unwrap_err(),
-            "limits.max_open_positions must be at least 1"
+            zero.validate().unwrap_err().to_string(),
+            "capacity.max_open_positions must be at least 1"
         );
     }
 }
