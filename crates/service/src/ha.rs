@@ -685,7 +685,15 @@ impl Election {
             )
             .await;
         match renewed {
+            Some(Ok(_)) if self.shared.fenced() => {
+                // The fence lapsed before this renewal came back: the event loop may have kept
+                // decisions meanwhile, which only a takeover publishes. Lead again only through
+                // one, once the lease runs out.
+                self.demote(lease, "the lease was renewed after half its TTL");
+                None
+            }
             Some(Ok(revision)) => {
+                // The fence has held since the last renewal, so extending it leaves no gap.
                 self.shared.fence_until(sent + self.ttl / 2);
                 if flushed {
                     self.shared.recorded.fetch_max(published, Ordering::SeqCst);
@@ -756,8 +764,10 @@ impl Election {
     /// follower takes over at once.
     async fn release(&self, lease: Lease) {
         self.shared.close_fence();
+        let before = self.connects();
         let published = self.shared.published_through.load(Ordering::SeqCst);
-        if matches!(self.op("flush", self.client.flush()).await, Some(Ok(()))) {
+        let flushed = matches!(self.op("flush", self.client.flush()).await, Some(Ok(())));
+        if flushed && self.connects() == before {
             self.record(published, lease.epoch).await;
         }
         let freed = self
