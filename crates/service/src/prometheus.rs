@@ -110,12 +110,44 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+/// This instance's place among the instances on the stream (see [`crate::ha`]).
+fn instance_gauges(r: &mut Registry, i: &crate::ha::InstanceReport) {
+    let labels = vec![("instance".to_string(), i.id.clone())];
+    for (name, help, value) in [
+        (
+            "leader",
+            "1 while this instance publishes (leads), 0 while it follows",
+            i64::from(i.role == "leader"),
+        ),
+        (
+            "epoch",
+            "Epoch of the current leader's lease (0 without [ha])",
+            i.epoch as i64,
+        ),
+        (
+            "held_decisions",
+            "Decisions a follower keeps for a takeover",
+            i.held as i64,
+        ),
+        (
+            "lag",
+            "Events in the stream after the last one applied",
+            i.lag as i64,
+        ),
+    ] {
+        let family = Family::<Labels, Gauge>::default();
+        family.get_or_create(&labels).set(value);
+        r.register(name, help, family);
+    }
+}
+
 /// Renders a stats snapshot and the histograms as OpenMetrics text.
 pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     let mut r = Registry::with_prefix("rl_v2");
     engine_counters(&mut r, &stats.engine.counters);
     service_counters(&mut r, &stats.service);
     engine_gauges(&mut r, &stats.engine);
+    instance_gauges(&mut r, &stats.instance);
     r.register(
         "decision_latency_seconds",
         "From message arrival to decision published",

@@ -10,8 +10,10 @@ use rl_v2_core::outcome::OutcomeEvent;
 use super::EventLoop;
 
 impl EventLoop {
-    /// Publishes one outcome per update (refused updates too, marked `applied: false`).
-    pub(super) async fn publish_outcomes(&self, updates: &[Update]) {
+    /// Publishes one outcome per update of the event at `seq` (refused updates too, marked
+    /// `applied: false`), through the hot standby's gate as the decisions (a follower keeps them
+    /// for a takeover).
+    pub(super) async fn publish_outcomes(&mut self, seq: u64, updates: &[Update]) {
         for update in updates {
             let outcome = OutcomeEvent::of(update);
             let payload = match serde_json::to_vec(&outcome) {
@@ -23,8 +25,9 @@ impl EventLoop {
                 }
             };
             let subject = self.settings.subjects.outcome.clone();
+            let msg_id = outcome.msg_id();
             if self
-                .publish(subject, payload, Some(&outcome.msg_id()))
+                .publish_gated(seq, &subject, payload, Some(&msg_id))
                 .await
             {
                 self.metrics.outcome_published();

@@ -16,7 +16,8 @@ impl EventLoop {
     }
 
     /// Applies the message at `seq` to every shadow and publishes their decisions on their own
-    /// subjects (`Nats-Msg-Id` `shadow-<name>-<decision id>` in JetStream mode).
+    /// subjects (`Nats-Msg-Id` `shadow-<name>-<decision id>` in JetStream mode), through the
+    /// hot standby's gate as the live decisions (a follower keeps them for a takeover).
     pub(super) async fn run_shadows(&mut self, seq: u64, msg: &Inbound) {
         if self.shadows.is_empty() {
             return;
@@ -33,7 +34,7 @@ impl EventLoop {
                     Delivery::Core { .. } => None,
                 };
                 let subject = shadow.subject(d.agent).to_string();
-                if self.publish(subject, payload, msg_id).await {
+                if self.publish_gated(seq, &subject, payload, msg_id).await {
                     shadow.published();
                 }
             }
