@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use rl_v2_core::domain::agent::AgentKind;
-use rl_v2_core::domain::qlearning::ActionSet;
 use rl_v2_core::engine::Engine;
 use rl_v2_service::checkpoint::CheckpointStore;
 use rl_v2_service::settings::Settings;
@@ -340,11 +339,6 @@ pub fn allowed_of(engine: &Engine) -> Allowed {
         meta: engine.state().meta.allowed().clone(),
         sizing: engine.state().sizing.allowed().clone(),
     }
-}
-
-/// An action set of every index below `n` (for tests and tools).
-pub fn all_actions(n: usize) -> ActionSet {
-    ActionSet::all(n)
 }
 
 /// The command line of `rl-v2 evaluate`.
