@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ServiceMetrics;
+use rl_v2_core::control::{RefusalReason, TradingState};
 use crate::serve::{ServiceError, StatsReply};
 
 /// A request for a stats snapshot, answered by the event loop.
@@ -107,6 +108,45 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
     registry.register(name, help, g);
+}
+
+/// The trading state (1 for the current one), refusals by reason, commands and changes.
+fn control_metrics(r: &mut Registry, stats: &StatsReply) {
+    let c = &stats.engine.counters;
+    counter_family(
+        r,
+        "risk_refusals",
+        "Decisions the risk gate refused, by reason",
+        "reason",
+        RefusalReason::ALL.iter().map(|reason| {
+            let n = c.refusals.get(reason).copied().unwrap_or(0);
+            (reason.as_str().to_string(), n)
+        }),
+    );
+    let state = Family::<Labels, Gauge>::default();
+    for t in TradingState::ALL {
+        let on = i64::from(t == stats.engine.trading_state);
+        state
+            .get_or_create(&vec![("state".to_string(), t.as_str().to_string())])
+            .set(on);
+    }
+    r.register(
+        "trading_state",
+        "Trading state: 1 for the current one (ACTIVE, REDUCING, HALTED)",
+        state,
+    );
+    counter(
+        r,
+        "trading_state_changes",
+        "Changes of the trading state (operators and breakers)",
+        stats.engine.control.changes,
+    );
+    counter(
+        r,
+        "control_commands",
+        "Control commands applied",
+        c.control_commands,
+    );
 }
 
 /// Renders a stats snapshot and the histograms as OpenMetrics text.
@@ -202,6 +242,7 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     ] {
         counter(&mut r, name, help, value);
     }
+    control_metrics(&mut r, stats);
     let s = &stats.service;
     counter_family(
         &mut r,

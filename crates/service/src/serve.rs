@@ -21,7 +21,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::checkpointer::Checkpointer;
 use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::settings::{DeliveryMode, Settings};
-use crate::source::{Delivery, Inbound, Source};
+use crate::source::{Delivery, Inbound, Source, Topic};
 use crate::{
     connect, decide, fault, jetstream, mode, prometheus, slow_consumer, source, supervise,
 };
@@ -29,6 +29,8 @@ use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineStats, Outcome};
 use rl_v2_core::event::DecodeError;
+
+mod control_publish;
 
 /// Messages buffered between the sources and the event loop.
 const INBOUND_CAPACITY: usize = 4096;
@@ -489,9 +491,16 @@ impl EventLoop {
             Delivery::JetStream { seq, .. } => *seq,
         };
         let limit = self.settings.limits.max_payload_bytes;
-        let outcome = self
-            .engine
-            .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
+        let outcome = match msg.kind {
+            Topic::Event(kind) => {
+                self.engine
+                    .ingest(seq, kind, &msg.payload, msg.received_at, limit)
+            }
+            Topic::Control => {
+                self.engine
+                    .ingest_control(seq, &msg.payload, msg.received_at, limit)
+            }
+        };
         let rejected = matches!(outcome, Outcome::Rejected(_));
         // A decide request waits for this message's outcome.
         let decide_seq = match &msg.delivery {
@@ -507,6 +516,8 @@ impl EventLoop {
                 symbol,
                 decisions,
                 updates,
+                refusals,
+                state_changes,
                 ..
             } => {
                 let updates = updates.iter().filter(|u| u.applied).count() as u64;
@@ -516,17 +527,24 @@ impl EventLoop {
                         .decision_latency
                         .observe(msg.arrived.elapsed().as_secs_f64());
                 }
+                self.publish_control(&refusals, &state_changes, &msg.delivery)
+                    .await;
+                // A close (or a refused or control message) has no decision; a request for one
+                // learns what it caused.
+                let answer = || match (refusals.first(), state_changes.first()) {
+                    (Some(r), _) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
+                    (None, Some(c)) => Bytes::from(serde_json::to_vec(c).unwrap_or_default()),
+                    (None, None) => close_answer(seq, &symbol, updates),
+                };
                 if let (true, Delivery::Core { reply: Some(reply) }) =
                     (decisions.is_empty(), &msg.delivery)
                 {
-                    // A close has no decision; a request for one learns what it caused.
-                    let answer = close_answer(seq, &symbol, updates);
-                    self.publish(reply.to_string(), answer, None).await;
+                    self.publish(reply.to_string(), answer(), None).await;
                 }
                 if let Some(seq) = decide_seq {
                     let answer = match decisions.first() {
                         Some(d) => Bytes::from(serde_json::to_vec(d).unwrap_or_default()),
-                        None => close_answer(seq, &symbol, updates),
+                        None => answer(),
                     };
                     self.waiters.deliver(seq, answer);
                 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use rl_v2_core::capacity::Capacity;
+use rl_v2_core::control::{BreakerConfig, ControlConfig, GateConfig, TradingState};
 use rl_v2_core::domain::profile::{LearningProfile, ProfileLearning};
 use rl_v2_core::domain::qlearning::{Hyperparameters, StepSize};
 use rl_v2_core::domain::reward::RewardWeights;
@@ -170,6 +171,22 @@ pub struct Settings {
     pub service: ServiceSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Trading state at start and the rule of `REDUCING`.
+    pub control: ControlSettings,
+    /// Risk gate rules.
+    pub risk: GateConfig,
+    /// Circuit breakers.
+    pub breakers: BreakerConfig,
+}
+
+/// Operator control settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// Trading state of a fresh engine (a checkpoint keeps its own).
+    pub initial_state: TradingState,
+    /// Highest leverage the sizing agent may choose while `REDUCING`.
+    pub reducing_max_leverage: u32,
 }
 
 /// Broker connection settings.
@@ -216,6 +233,12 @@ pub struct Subjects {
     pub sizing_decision: String,
     /// Rejected events.
     pub dead_letter: String,
+    /// Operator commands (halt, reduce, resume).
+    pub control: String,
+    /// Changes of the trading state.
+    pub trading_state: String,
+    /// Decisions the risk gate refused.
+    pub risk_refused: String,
 }
 
 impl NatsSettings {
@@ -251,6 +274,25 @@ impl Subjects {
         EventKind::ALL
             .into_iter()
             .find(|k| self.event(*k) == subject)
+    }
+
+    /// What a message on `subject` is for the event loop: an event, a control command, or
+    /// neither.
+    pub fn topic_of(&self, subject: &str) -> Option<crate::source::Topic> {
+        if subject == self.control {
+            return Some(crate::source::Topic::Control);
+        }
+        self.kind_of(subject).map(crate::source::Topic::Event)
+    }
+
+    /// The subjects the event loop consumes: the three event subjects and the control subject.
+    pub fn consumed(&self) -> Vec<String> {
+        let mut all: Vec<String> = EventKind::ALL
+            .iter()
+            .map(|k| self.event(*k).to_string())
+            .collect();
+        all.push(self.control.clone());
+        all
     }
 }
 
@@ -524,6 +566,9 @@ impl Settings {
             ("subjects.meta_decision", &s.meta_decision),
             ("subjects.sizing_decision", &s.sizing_decision),
             ("subjects.dead_letter", &s.dead_letter),
+            ("subjects.control", &s.control),
+            ("subjects.trading_state", &s.trading_state),
+            ("subjects.risk_refused", &s.risk_refused),
         ] {
             if subject.is_empty() || subject.contains(char::is_whitespace) {
                 return Err(invalid(key, "must be a subject without whitespace"));
@@ -536,6 +581,12 @@ impl Settings {
         ];
         if events[0] == events[1] || events[1] == events[2] || events[0] == events[2] {
             return Err(invalid("subjects", "the three event subjects must differ"));
+        }
+        if events.contains(&&s.control) {
+            return Err(invalid(
+                "subjects.control",
+                "must differ from the event subjects",
+            ));
         }
         if self.delivery.stream.is_empty() || self.delivery.stream.contains(['.', '*', '>', ' ']) {
             return Err(invalid(
@@ -660,6 +711,12 @@ impl Settings {
                 max_symbols: self.limits.max_symbols,
                 max_pending_decisions: self.limits.max_pending_decisions,
                 max_open_positions: self.limits.max_open_positions,
+            },
+            control: ControlConfig {
+                initial_state: self.control.initial_state,
+                reducing_max_leverage: self.control.reducing_max_leverage,
+                gate: self.risk.clone(),
+                breakers: self.breakers.clone(),
             },
         }
     }

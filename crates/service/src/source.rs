@@ -33,10 +33,19 @@ pub enum Delivery {
     },
 }
 
+/// What a message is for the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// An event of this kind.
+    Event(EventKind),
+    /// An operator's command on the control subject.
+    Control,
+}
+
 /// One message for the event loop.
 pub struct Inbound {
-    /// Which event subject it came on.
-    pub kind: EventKind,
+    /// Which consumed subject it came on.
+    pub kind: Topic,
     /// The subject.
     pub subject: String,
     /// The raw payload.
@@ -78,8 +87,8 @@ pub enum Source {
 }
 
 impl Source {
-    /// Subscribes to the three event subjects on `client`, a connection that carries nothing
-    /// else: whenever the subscriptions are empty, every message it received and did not hand
+    /// Subscribes to the three event subjects and the control subject on `client`, a connection
+    /// that carries nothing else: whenever the subscriptions are empty, every message it received and did not hand
     /// over was dropped by the client (slow consumer), and that count goes to `metrics`.
     pub async fn core(
         client: &async_nats::Client,
@@ -87,8 +96,7 @@ impl Source {
         metrics: Arc<ServiceMetrics>,
     ) -> Result<Self, ServiceError> {
         let mut subs = Vec::new();
-        for kind in EventKind::ALL {
-            let subject = subjects.event(kind).to_string();
+        for subject in subjects.consumed() {
             subs.push(
                 client
                     .subscribe(subject.clone())
@@ -132,8 +140,8 @@ impl Source {
                     }
                 };
                 *handed += 1;
-                // Only the three event subjects are subscribed to.
-                let Some(kind) = subjects.kind_of(msg.subject.as_str()) else {
+                // Only the consumed subjects are subscribed to.
+                let Some(kind) = subjects.topic_of(msg.subject.as_str()) else {
                     continue;
                 };
                 return Some(Inbound {
