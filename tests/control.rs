@@ -69,7 +69,10 @@ async fn halt_refuses_every_prediction_and_trade_while_closes_teach_and_resume_d
     publish_all(&js, &before, 0).await;
     collect(&mut decided, 6).await;
 
-    let report = confirmed(&url, &["halt", "--reason", "exchange maintenance", "--who", "ops"]);
+    let report = confirmed(
+        &url,
+        &["halt", "--reason", "exchange maintenance", "--who", "ops"],
+    );
     assert_eq!(report["trading_state"], "HALTED", "{report}");
     let change = &collect(&mut changes, 1).await[0];
     assert_eq!(
@@ -84,7 +87,10 @@ async fn halt_refuses_every_prediction_and_trade_while_closes_teach_and_resume_d
     let mut halted = Vec::new();
     for i in 0..n {
         let s = format!("H{i}USDT");
-        halted.push(("PREDICTION_GENERATED", prediction(&s, 0.6, &format!("h{i}"))));
+        halted.push((
+            "PREDICTION_GENERATED",
+            prediction(&s, 0.6, &format!("h{i}")),
+        ));
         halted.push(("TRADE_EXECUTED", trade(&s, 20, &format!("h{i}"))));
     }
     // Closes of the positions opened before the halt still teach both agents.
@@ -101,12 +107,26 @@ async fn halt_refuses_every_prediction_and_trade_while_closes_teach_and_resume_d
         assert_eq!(r["event_seq"], 8 + i as u64, "{r}");
     }
     let s = applied(&client, 7 + halted.len() as u64).await;
-    assert_eq!(s["counters"]["refusals"]["trading_halted"], 2 * n as u64, "{s}");
-    assert_eq!(total(&s["counters"]["decisions"]), 6, "no decision while halted: {s}");
+    assert_eq!(
+        s["counters"]["refusals"]["trading_halted"],
+        2 * n as u64,
+        "{s}"
+    );
+    assert_eq!(
+        total(&s["counters"]["decisions"]),
+        6,
+        "no decision while halted: {s}"
+    );
     assert_eq!(s["service"]["decisions_published"], 6, "{s}");
-    assert_eq!(s["counters"]["updates"], 6, "three closes, both agents: {s}");
+    assert_eq!(
+        s["counters"]["updates"], 6,
+        "three closes, both agents: {s}"
+    );
     assert_eq!(s["open_positions"], 0, "refused trades open nothing: {s}");
-    assert_eq!(s["pending_decisions"], 0, "refused predictions leave nothing pending: {s}");
+    assert_eq!(
+        s["pending_decisions"], 0,
+        "refused predictions leave nothing pending: {s}"
+    );
     assert_eq!(s["trading_state"], "HALTED");
 
     let report = confirmed(&url, &["resume", "--reason", "maintenance over"]);
@@ -120,9 +140,11 @@ async fn halt_refuses_every_prediction_and_trade_while_closes_teach_and_resume_d
     let after = collect(&mut decided, 1).await;
     assert_eq!(after[0]["trace_id"], "after");
     // Nothing was decided between: the first decision after the six is this one.
-    assert!(tokio::time::timeout(Duration::from_millis(200), decided.next())
-        .await
-        .is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), decided.next())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -196,7 +218,10 @@ async fn a_halt_in_core_mode_survives_sigkill() {
         .publish("PREDICTION_GENERATED", prediction("XUSDT", 0.5, "k").into())
         .await
         .unwrap();
-    assert_eq!(collect(&mut refused, 1).await[0]["reason"], "trading_halted");
+    assert_eq!(
+        collect(&mut refused, 1).await[0]["reason"],
+        "trading_halted"
+    );
 }
 
 /// Events with an operator command every 250 messages (halt, reduce, resume in turn).
@@ -255,14 +280,20 @@ async fn the_trading_state_survives_sigkills_byte_identical_to_an_uninterrupted_
         let at = rng.random_range(window.0..window.1);
         applied(&client, at).await;
         service.signal("KILL");
-        assert!(!service.wait().await.success(), "seed {seed}: killed at {at}");
+        assert!(
+            !service.wait().await.success(),
+            "seed {seed}: killed at {at}"
+        );
         service = Service::start(&url, &data, &GUARDED);
         service.ready(&client).await;
     }
     publishing.await.unwrap();
     let s = applied(&client, last).await;
     assert_eq!(s["counters"]["control_commands"], 12, "{s}");
-    assert!(s["control"]["changes"].as_u64() > Some(12), "breakers tripped too: {s}");
+    assert!(
+        s["control"]["changes"].as_u64() > Some(12),
+        "breakers tripped too: {s}"
+    );
     assert!(total(&s["counters"]["refusals"]) > 0, "{s}");
     service.signal("TERM");
     assert!(service.wait().await.success());
@@ -300,23 +331,41 @@ async fn gate_refusals_are_published_with_their_reason_and_counted_in_metrics() 
     let mut refused = subscribe(&client, "RL_V2_RISK_REFUSED").await;
     let mut decided = decisions(&client).await;
     let sized = |s: &str, size: u32| {
-        format!(r#"{{"symbol":"{s}","position_size_usd":{size},"account_balance":10000,"trace_id":"{s}"}}"#)
+        format!(
+            r#"{{"symbol":"{s}","position_size_usd":{size},"account_balance":10000,"trace_id":"{s}"}}"#
+        )
     };
     // 0.15 of the account per unit: allowed, masked to multipliers ≤ 1.0.
-    client.publish("TRADE_EXECUTED", sized("AUSDT", 1500).into()).await.unwrap();
+    client
+        .publish("TRADE_EXECUTED", sized("AUSDT", 1500).into())
+        .await
+        .unwrap();
     let d = &collect(&mut decided, 1).await[0];
     assert!(d["size_multiplier"].as_f64() <= Some(1.0), "{d}");
     // A second position beyond max_open_positions = 1.
-    client.publish("TRADE_EXECUTED", sized("BUSDT", 1000).into()).await.unwrap();
+    client
+        .publish("TRADE_EXECUTED", sized("BUSDT", 1000).into())
+        .await
+        .unwrap();
     // 0.5 per unit on the open position: even 0.5× exceeds 0.2.
-    client.publish("TRADE_EXECUTED", sized("AUSDT", 5000).into()).await.unwrap();
+    client
+        .publish("TRADE_EXECUTED", sized("AUSDT", 5000).into())
+        .await
+        .unwrap();
     let r = collect(&mut refused, 2).await;
     assert_eq!(
         (&r[0]["reason"], &r[0]["symbol"], &r[0]["trace_id"]),
-        (&"max_open_positions".into(), &"BUSDT".into(), &"BUSDT".into())
+        (
+            &"max_open_positions".into(),
+            &"BUSDT".into(),
+            &"BUSDT".into()
+        )
     );
     assert_eq!(r[1]["reason"], "exposure_cap");
-    assert_eq!((&r[0]["event_seq"], &r[1]["event_seq"]), (&2.into(), &3.into()));
+    assert_eq!(
+        (&r[0]["event_seq"], &r[1]["event_seq"]),
+        (&2.into(), &3.into())
+    );
     let s = stats_until(&client, |s| total(&s["counters"]["refusals"]) == 2).await;
     assert_eq!(s["counters"]["refusals"]["exposure_cap"], 1, "{s}");
     let metrics = tokio::task::spawn_blocking(move || {
@@ -331,7 +380,13 @@ async fn gate_refusals_are_published_with_their_reason_and_counted_in_metrics() 
     })
     .await
     .unwrap();
-    assert!(metrics.contains(r#"rl_v2_risk_refusals_total{reason="exposure_cap"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"rl_v2_risk_refusals_total{reason="exposure_cap"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"rl_v2_risk_refusals_total{reason="max_open_positions"} 1"#));
-    assert!(metrics.contains(r#"rl_v2_trading_state{state="ACTIVE"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"rl_v2_trading_state{state="ACTIVE"} 1"#),
+        "{metrics}"
+    );
 }

@@ -267,7 +267,11 @@ async fn only_the_operator_may_change_the_trading_state() {
         .await
         .unwrap();
     refused(&execution_errors, "RL_V2_CONTROL").await;
-    let (code, text) = control_as(&url, "signals", &["--timeout", "5", "halt", "--reason", "x"]);
+    let (code, text) = control_as(
+        &url,
+        "signals",
+        &["--timeout", "5", "halt", "--reason", "x"],
+    );
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("refused"), "{text}");
     let s = stats(&operator).await;
@@ -276,11 +280,18 @@ async fn only_the_operator_may_change_the_trading_state() {
     assert!(s["control"]["last_command"].is_null(), "{s}");
 
     // The operator may; rl-v2 may publish the change and its refusals.
-    let (code, text) = control_as(&url, "operator", &["halt", "--reason", "drill", "--who", "ops"]);
+    let (code, text) = control_as(
+        &url,
+        "operator",
+        &["halt", "--reason", "drill", "--who", "ops"],
+    );
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("trading state: HALTED"), "{text}");
     let change = next_json(&mut changes).await;
-    assert_eq!((&change["new"], &change["who"]), (&"HALTED".into(), &"ops".into()));
+    assert_eq!(
+        (&change["new"], &change["who"]),
+        (&"HALTED".into(), &"ops".into())
+    );
     let (signals, _) = login(&url, "signals").await;
     signals
         .publish(

@@ -145,8 +145,14 @@ fn halted_refuses_every_prediction_and_trade_while_closes_still_teach() {
         assert_eq!(f.close(s, 2.0).updates, 2);
     }
     let stats = f.engine.stats();
-    assert_eq!(stats.meta_agent_stats.q_learning_stats.update_count, meta_before + 3);
-    assert_eq!(stats.sizing_agent_stats.q_learning_stats.update_count, sizing_before + 3);
+    assert_eq!(
+        stats.meta_agent_stats.q_learning_stats.update_count,
+        meta_before + 3
+    );
+    assert_eq!(
+        stats.sizing_agent_stats.q_learning_stats.update_count,
+        sizing_before + 3
+    );
 
     // Resume: decisions again.
     let did = f.command("resume");
@@ -175,7 +181,8 @@ fn a_command_that_changes_nothing_publishes_no_change_but_is_recorded() {
     assert_eq!(f.state(), TradingState::Active);
     // Already applied.
     assert!(matches!(
-        f.engine.ingest_control(2, br#"{"command":"halt"}"#, T0, 1024),
+        f.engine
+            .ingest_control(2, br#"{"command":"halt"}"#, T0, 1024),
         Outcome::AlreadyApplied
     ));
 }
@@ -212,7 +219,10 @@ fn sizing_of(outcome: &Outcome) -> (SizingAction, f64) {
         panic!("applied: {outcome:?}");
     };
     let d = &decisions[0];
-    (SizingAction::from_index(d.action_index).unwrap(), d.propensity)
+    (
+        SizingAction::from_index(d.action_index).unwrap(),
+        d.propensity,
+    )
 }
 
 #[test]
@@ -225,12 +235,29 @@ fn reducing_lets_the_sizing_agent_choose_only_actions_that_add_no_risk() {
     engine.ingest_control(1, br#"{"command":"reduce"}"#, T0, 1024);
     for seq in 2..200 {
         let raw = format!(r#"{{"symbol":"S{seq}","confidence":0.5}}"#);
-        let meta = engine.ingest(seq * 2, EventKind::PredictionGenerated, raw.as_bytes(), T0, 4096);
-        let Outcome::Applied { decisions, .. } = &meta else { panic!() };
+        let meta = engine.ingest(
+            seq * 2,
+            EventKind::PredictionGenerated,
+            raw.as_bytes(),
+            T0,
+            4096,
+        );
+        let Outcome::Applied { decisions, .. } = &meta else {
+            panic!()
+        };
         assert_eq!(decisions.len(), 1, "meta decisions continue");
-        let outcome = engine.ingest(seq * 2 + 1, EventKind::TradeExecuted, raw.as_bytes(), T0, 4096);
+        let outcome = engine.ingest(
+            seq * 2 + 1,
+            EventKind::TradeExecuted,
+            raw.as_bytes(),
+            T0,
+            4096,
+        );
         let (action, propensity) = sizing_of(&outcome);
-        assert!(action.size_multiplier <= 1.0 && action.leverage <= 10, "{action}");
+        assert!(
+            action.size_multiplier <= 1.0 && action.leverage <= 10,
+            "{action}"
+        );
         // ε = 1: uniform over the 3 multipliers × 2 leverages allowed.
         assert!((propensity - 1.0 / 6.0).abs() < 1e-12, "{propensity}");
     }
@@ -247,18 +274,29 @@ fn the_exposure_cap_masks_and_refuses_when_no_multiplier_fits() {
     };
     let mut f = Feed::new(config);
     for i in 0..50 {
-        let raw = format!(
-            r#"{{"symbol":"S{i}","position_size_usd":1500,"account_balance":10000}}"#
-        );
+        let raw =
+            format!(r#"{{"symbol":"S{i}","position_size_usd":1500,"account_balance":10000}}"#);
         f.seq += 1;
-        let outcome = f.engine.ingest(f.seq, EventKind::TradeExecuted, raw.as_bytes(), T0, 4096);
+        let outcome = f
+            .engine
+            .ingest(f.seq, EventKind::TradeExecuted, raw.as_bytes(), T0, 4096);
         let (action, propensity) = sizing_of(&outcome);
         assert!(action.size_multiplier <= 1.0, "{action}");
         assert!((propensity - 1.0 / 24.0).abs() < 1e-12, "{propensity}");
     }
-    let did = f.trade("BIG", r#","position_size_usd":5000,"account_balance":10000"#);
-    assert_eq!((did.decisions, did.refusals), (0, vec![RefusalReason::ExposureCap]));
-    assert_eq!(f.close("BIG", -3.0).updates, 0, "a refused decision is never rewarded");
+    let did = f.trade(
+        "BIG",
+        r#","position_size_usd":5000,"account_balance":10000"#,
+    );
+    assert_eq!(
+        (did.decisions, did.refusals),
+        (0, vec![RefusalReason::ExposureCap])
+    );
+    assert_eq!(
+        f.close("BIG", -3.0).updates,
+        0,
+        "a refused decision is never rewarded"
+    );
 }
 
 #[test]
@@ -294,8 +332,15 @@ fn max_open_positions_refuses_a_trade_that_would_open_one_more() {
     let mut f = Feed::new(config);
     assert_eq!(f.trade("A", "").decisions, 1);
     assert_eq!(f.trade("B", "").decisions, 1);
-    assert_eq!(f.trade("C", "").refusals, vec![RefusalReason::MaxOpenPositions]);
-    assert_eq!(f.trade("A", "").decisions, 1, "an open position may be resized");
+    assert_eq!(
+        f.trade("C", "").refusals,
+        vec![RefusalReason::MaxOpenPositions]
+    );
+    assert_eq!(
+        f.trade("A", "").decisions,
+        1,
+        "an open position may be resized"
+    );
     f.close("A", 1.0);
     assert_eq!(f.trade("C", "").decisions, 1);
 }
@@ -352,11 +397,18 @@ fn a_drawdown_moves_to_reducing_and_a_cooldown_ends_a_breakers_halt() {
     };
     let mut f = Feed::new(config);
     let balance = |b: f64| format!(r#"{{"symbol":"A","pnl_pct":-4,"account_balance":{b}}}"#);
-    assert!(f.event(EventKind::PositionClosed, &balance(9700.0)).changes.is_empty());
+    assert!(f
+        .event(EventKind::PositionClosed, &balance(9700.0))
+        .changes
+        .is_empty());
     let did = f.event(EventKind::PositionClosed, &balance(9400.0));
     assert_eq!(did.changes[0].1, TradingState::Reducing);
     let did = f.event(EventKind::PositionClosed, &balance(9300.0));
-    assert_eq!(did.changes[0].1, TradingState::Halted, "12 % lost in the window");
+    assert_eq!(
+        did.changes[0].1,
+        TradingState::Halted,
+        "12 % lost in the window"
+    );
     f.now += 98.0;
     assert_eq!(f.predict("B").refusals, vec![RefusalReason::TradingHalted]);
     let did = f.predict("B");

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ServiceMetrics;
-use rl_v2_core::control::{RefusalReason, TradingState};
 use crate::serve::{ServiceError, StatsReply};
+use rl_v2_core::control::{RefusalReason, TradingState};
 
 /// A request for a stats snapshot, answered by the event loop.
 pub type StatsRequest = oneshot::Sender<StatsReply>;

@@ -496,10 +496,9 @@ impl EventLoop {
                 self.engine
                     .ingest(seq, kind, &msg.payload, msg.received_at, limit)
             }
-            Topic::Control => {
-                self.engine
-                    .ingest_control(seq, &msg.payload, msg.received_at, limit)
-            }
+            Topic::Control => self
+                .engine
+                .ingest_control(seq, &msg.payload, msg.received_at, limit),
         };
         let rejected = matches!(outcome, Outcome::Rejected(_));
         // A decide request waits for this message's outcome.

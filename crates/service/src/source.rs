@@ -68,13 +68,13 @@ pub fn now_secs() -> f64 {
 /// Where the event loop takes its messages from. Polling it is cancel-safe, so the loop can
 /// select on it beside the service endpoints.
 pub enum Source {
-    /// Plain core-NATS subscriptions to the three event subjects, polled directly by the event
+    /// Plain core-NATS subscriptions to the three event subjects and the control subject, polled directly by the event
     /// loop (no task or channel in between).
     Core {
         /// The three subscriptions, merged.
         subscriptions: futures::stream::SelectAll<async_nats::Subscriber>,
         /// Subject names, to tell the event kinds apart.
-        subjects: Subjects,
+        subjects: Box<Subjects>,
         /// Message count of the connection that carries only these subscriptions.
         received: Arc<async_nats::Statistics>,
         /// Messages handed to the event loop.
@@ -111,7 +111,7 @@ impl Source {
             .map_err(|e| ServiceError::nats("subscribe to the event subjects", e))?;
         Ok(Self::Core {
             subscriptions: futures::stream::select_all(subs),
-            subjects: subjects.clone(),
+            subjects: Box::new(subjects.clone()),
             received: client.statistics(),
             handed: 0,
             metrics,

@@ -224,11 +224,7 @@ impl BreakerBook {
             0.0
         };
         let figures = [
-            (
-                BreakerKind::Drawdown,
-                drawdown,
-                config.max_drawdown_pct,
-            ),
+            (BreakerKind::Drawdown, drawdown, config.max_drawdown_pct),
             (
                 BreakerKind::LosingStreak,
                 f64::from(self.losing_streak),
@@ -242,7 +238,9 @@ impl BreakerBook {
         ];
         let mut trips = Vec::new();
         for (i, (kind, value, threshold)) in figures.into_iter().enumerate() {
-            if !config.on(kind) || !(value >= threshold) {
+            // A NaN figure never meets its threshold.
+            let holds = value.total_cmp(&threshold).is_ge() && !value.is_nan();
+            if !config.on(kind) || !holds {
                 self.held[i] = 0;
                 continue;
             }
@@ -283,7 +281,11 @@ mod tests {
 
     /// Feeds closes of `pnl`, each moving equity by `pnl` percent, and returns at which close
     /// (1-based) each trip came.
-    fn feed(book: &mut BreakerBook, config: &BreakerConfig, pnls: &[f64]) -> Vec<(usize, BreakerTrip)> {
+    fn feed(
+        book: &mut BreakerBook,
+        config: &BreakerConfig,
+        pnls: &[f64],
+    ) -> Vec<(usize, BreakerTrip)> {
         let mut equity = 10_000.0;
         let mut out = Vec::new();
         for (i, &p) in pnls.iter().enumerate() {
@@ -313,7 +315,10 @@ mod tests {
             assert_eq!(trips[0].1.value, f64::from(3 + k - 1));
             // Not before: one close fewer trips nothing.
             let mut book = BreakerBook::default();
-            assert!(feed(&mut book, &c, &vec![-1.0; first - 1]).is_empty(), "k = {k}");
+            assert!(
+                feed(&mut book, &c, &vec![-1.0; first - 1]).is_empty(),
+                "k = {k}"
+            );
         }
     }
 

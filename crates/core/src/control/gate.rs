@@ -182,8 +182,8 @@ pub fn sizing_mask(
             let reduced = state != TradingState::Reducing
                 || (a.size_multiplier <= REDUCING_MAX_MULTIPLIER
                     && a.leverage <= reducing_max_leverage);
-            let exposed = exposure_per_unit
-                .is_none_or(|e| e * a.size_multiplier <= gate.max_exposure);
+            let exposed =
+                exposure_per_unit.is_none_or(|e| e * a.size_multiplier <= gate.max_exposure);
             reduced && exposed
         })
         .collect();
@@ -192,8 +192,7 @@ pub fn sizing_mask(
             RefusalReason::ExposureCap,
             format!(
                 "even the smallest multiplier exposes {:.4} of the account; at most {} allowed",
-                exposure_per_unit.unwrap_or(f64::NAN)
-                    * crate::domain::actions::SIZE_MULTIPLIERS[0],
+                exposure_per_unit.unwrap_or(f64::NAN) * crate::domain::actions::SIZE_MULTIPLIERS[0],
                 gate.max_exposure
             ),
         )
@@ -313,8 +312,8 @@ mod tests {
     fn reducing_masks_to_actions_that_add_no_risk() {
         let base = ActionSet::all(SIZING_ACTIONS);
         let gate = GateConfig::default();
-        let set = sizing_mask(TradingState::Reducing, 10, &gate, &base, &facts(None, None))
-            .unwrap();
+        let set =
+            sizing_mask(TradingState::Reducing, 10, &gate, &base, &facts(None, None)).unwrap();
         let kept = actions(&set);
         // Multipliers 0.5, 0.75, 1.0 × leverages 5, 10.
         assert_eq!(kept.len(), 6);
@@ -333,21 +332,37 @@ mod tests {
             ..GateConfig::default()
         };
         // 1,500 of 10,000: 0.15 per unit; 0.5× and 0.75× and 1.0× fit (≤ 0.2), 1.5× does not.
-        let set =
-            sizing_mask(TradingState::Active, 5, &gate, &base, &facts(Some(1500.0), Some(1e4)))
-                .unwrap();
+        let set = sizing_mask(
+            TradingState::Active,
+            5,
+            &gate,
+            &base,
+            &facts(Some(1500.0), Some(1e4)),
+        )
+        .unwrap();
         let kept = actions(&set);
         assert_eq!(kept.len(), 3 * 8);
         assert!(kept.iter().all(|a| a.size_multiplier <= 1.0));
         // 5,000 of 10,000: even 0.5× is 0.25 > 0.2.
-        let (reason, detail) =
-            sizing_mask(TradingState::Active, 5, &gate, &base, &facts(Some(5000.0), Some(1e4)))
-                .unwrap_err();
+        let (reason, detail) = sizing_mask(
+            TradingState::Active,
+            5,
+            &gate,
+            &base,
+            &facts(Some(5000.0), Some(1e4)),
+        )
+        .unwrap_err();
         assert_eq!(reason, RefusalReason::ExposureCap);
         assert!(detail.contains("0.25"), "{detail}");
         // Without both figures the rule does not apply.
-        let set =
-            sizing_mask(TradingState::Active, 5, &gate, &base, &facts(Some(5000.0), None)).unwrap();
+        let set = sizing_mask(
+            TradingState::Active,
+            5,
+            &gate,
+            &base,
+            &facts(Some(5000.0), None),
+        )
+        .unwrap();
         assert_eq!(set, base);
     }
 
@@ -360,8 +375,7 @@ mod tests {
         };
         let mut trade = facts(None, None);
         trade.open_positions = 2;
-        let (reason, _) =
-            sizing_mask(TradingState::Active, 5, &gate, &base, &trade).unwrap_err();
+        let (reason, _) = sizing_mask(TradingState::Active, 5, &gate, &base, &trade).unwrap_err();
         assert_eq!(reason, RefusalReason::MaxOpenPositions);
         trade.opens_position = false;
         assert!(sizing_mask(TradingState::Active, 5, &gate, &base, &trade).is_ok());

@@ -34,7 +34,9 @@ pub const MAX_WHO_LEN: usize = 128;
 pub const BREAKER_WHO: &str = "breaker";
 
 /// Whether rl-v2 may decide, and how.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TradingState {
     /// Both agents decide over every allowed action.
@@ -431,10 +433,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.command, CommandKind::Halt);
-        assert_eq!((c.reason.as_str(), c.who.as_str()), ("exchange down", "ops"));
+        assert_eq!(
+            (c.reason.as_str(), c.who.as_str()),
+            ("exchange down", "ops")
+        );
         assert_eq!(c.id.as_deref(), Some("c1"));
         let c = decode_command(br#"{"command":"resume"}"#, 1024).unwrap();
-        assert_eq!((c.command, c.who.as_str()), (CommandKind::Resume, "unknown"));
+        assert_eq!(
+            (c.command, c.who.as_str()),
+            (CommandKind::Resume, "unknown")
+        );
         for (raw, code) in [
             (&br#"{"command":"status"}"#[..], "out_of_range"),
             (br#"{"reason":"x"}"#, "missing_field"),
@@ -443,7 +451,11 @@ mod tests {
             (b"", "empty_payload"),
             (b"{", "invalid_json"),
         ] {
-            assert_eq!(decode_command(raw, 1024).unwrap_err().code(), code, "{raw:?}");
+            assert_eq!(
+                decode_command(raw, 1024).unwrap_err().code(),
+                code,
+                "{raw:?}"
+            );
         }
         let long = format!(r#"{{"command":"halt","reason":"{}"}}"#, "x".repeat(600));
         assert_eq!(
@@ -458,8 +470,14 @@ mod tests {
 
     #[test]
     fn trading_states_have_wire_names() {
-        assert_eq!(serde_json::to_string(&TradingState::Halted).unwrap(), "\"HALTED\"");
-        assert_eq!("reducing".parse::<TradingState>(), Ok(TradingState::Reducing));
+        assert_eq!(
+            serde_json::to_string(&TradingState::Halted).unwrap(),
+            "\"HALTED\""
+        );
+        assert_eq!(
+            "reducing".parse::<TradingState>(),
+            Ok(TradingState::Reducing)
+        );
         assert!("paused".parse::<TradingState>().is_err());
     }
 
@@ -473,9 +491,14 @@ mod tests {
             id: Some("i".into()),
         };
         let change = book.command(cmd(CommandKind::Halt), 5, 1.0, 100.0).unwrap();
-        assert_eq!((change.previous, change.new), (TradingState::Active, TradingState::Halted));
+        assert_eq!(
+            (change.previous, change.new),
+            (TradingState::Active, TradingState::Halted)
+        );
         assert_eq!((change.sequence, change.time), (5, 1.0));
-        assert!(book.command(cmd(CommandKind::Halt), 6, 2.0, 100.0).is_none());
+        assert!(book
+            .command(cmd(CommandKind::Halt), 6, 2.0, 100.0)
+            .is_none());
         assert_eq!(book.last_command.as_ref().unwrap().sequence, 6);
         assert_eq!(book.changes, 1);
         assert_eq!(book.state, TradingState::Halted);

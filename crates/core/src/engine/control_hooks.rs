@@ -128,14 +128,9 @@ impl Engine {
                 continue;
             }
             let reason = trip.describe();
-            if let Some(change) = control.change(
-                target,
-                reason,
-                BREAKER_WHO.into(),
-                Some(trip),
-                seq,
-                now,
-            ) {
+            if let Some(change) =
+                control.change(target, reason, BREAKER_WHO.into(), Some(trip), seq, now)
+            {
                 if change.new == crate::control::TradingState::Halted {
                     control.breakers.halted_at = Some(now);
                 }
