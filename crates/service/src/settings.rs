@@ -851,6 +851,23 @@ mod tests {
         assert!(err(&[("RL_V2__LIMITS__MAX_PENDING_DECISIONS", "0")])
             .contains("`limits.max_pending_decisions`"));
         assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
+        assert!(err(&[("RL_V2__CONTROL__INITIAL_STATE", "PAUSED")]).contains("initial_state"));
+        assert!(err(&[("RL_V2__CONTROL__REDUCING_MAX_LEVERAGE", "2")])
+            .contains("`control.reducing_max_leverage`"));
+        assert!(err(&[("RL_V2__RISK__MAX_EXPOSURE", "-1")]).contains("`risk.max_exposure`"));
+        assert!(err(&[("RL_V2__BREAKERS__CONFIRMATIONS", "0")])
+            .contains("`breakers.confirmations`"));
+        assert!(err(&[("RL_V2__BREAKERS__MAX_DRAWDOWN_PCT", "150")])
+            .contains("`breakers.max_drawdown_pct`"));
+        assert!(err(&[("RL_V2__SUBJECTS__CONTROL", "TRADE_EXECUTED")])
+            .contains("`subjects.control`"));
+        let halted =
+            Settings::load_from(None, env(&[("RL_V2__CONTROL__INITIAL_STATE", "halted")]))
+                .unwrap();
+        assert_eq!(
+            halted.engine_config().control.initial_state,
+            TradingState::Halted
+        );
         let two = Settings::load_from(
             None,
             env(&[("RL_V2__NATS__URL", "nats://a:4222, nats://b:4222")]),
