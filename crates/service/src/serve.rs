@@ -490,16 +490,7 @@ impl EventLoop {
             Delivery::Core { .. } => self.engine.next_seq(),
             Delivery::JetStream { seq, .. } => *seq,
         };
-        let limit = self.settings.limits.max_payload_bytes;
-        let outcome = match msg.kind {
-            Topic::Event(kind) => {
-                self.engine
-                    .ingest(seq, kind, &msg.payload, msg.received_at, limit)
-            }
-            Topic::Control => self
-                .engine
-                .ingest_control(seq, &msg.payload, msg.received_at, limit),
-        };
+        let outcome = self.apply(seq, &msg);
         let rejected = matches!(outcome, Outcome::Rejected(_));
         // A decide request waits for this message's outcome.
         let decide_seq = match &msg.delivery {
@@ -530,10 +521,9 @@ impl EventLoop {
                     .await;
                 // A close (or a refused or control message) has no decision; a request for one
                 // learns what it caused.
-                let answer = || match (refusals.first(), state_changes.first()) {
-                    (Some(r), _) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
-                    (None, Some(c)) => Bytes::from(serde_json::to_vec(c).unwrap_or_default()),
-                    (None, None) => close_answer(seq, &symbol, updates),
+                let answer = || {
+                    control_publish::answer(&refusals, &state_changes)
+                        .unwrap_or_else(|| close_answer(seq, &symbol, updates))
                 };
                 if let (true, Delivery::Core { reply: Some(reply) }) =
                     (decisions.is_empty(), &msg.delivery)
@@ -567,6 +557,16 @@ impl EventLoop {
             }
         }
         self.maybe_checkpoint();
+    }
+
+    /// Applies a message to the engine: an event, or a command on the control subject.
+    fn apply(&mut self, seq: u64, msg: &Inbound) -> Outcome {
+        let limit = self.settings.limits.max_payload_bytes;
+        let (payload, at) = (&msg.payload, msg.received_at);
+        match msg.kind {
+            Topic::Event(kind) => self.engine.ingest(seq, kind, payload, at, limit),
+            Topic::Control => self.engine.ingest_control(seq, payload, at, limit),
+        }
     }
 
     /// Hands a snapshot to the writer when `checkpoint.every_updates` more updates were applied;

@@ -855,15 +855,16 @@ mod tests {
         assert!(err(&[("RL_V2__CONTROL__REDUCING_MAX_LEVERAGE", "2")])
             .contains("`control.reducing_max_leverage`"));
         assert!(err(&[("RL_V2__RISK__MAX_EXPOSURE", "-1")]).contains("`risk.max_exposure`"));
-        assert!(err(&[("RL_V2__BREAKERS__CONFIRMATIONS", "0")])
-            .contains("`breakers.confirmations`"));
+        assert!(
+            err(&[("RL_V2__BREAKERS__CONFIRMATIONS", "0")]).contains("`breakers.confirmations`")
+        );
         assert!(err(&[("RL_V2__BREAKERS__MAX_DRAWDOWN_PCT", "150")])
             .contains("`breakers.max_drawdown_pct`"));
-        assert!(err(&[("RL_V2__SUBJECTS__CONTROL", "TRADE_EXECUTED")])
-            .contains("`subjects.control`"));
+        assert!(
+            err(&[("RL_V2__SUBJECTS__CONTROL", "TRADE_EXECUTED")]).contains("`subjects.control`")
+        );
         let halted =
-            Settings::load_from(None, env(&[("RL_V2__CONTROL__INITIAL_STATE", "halted")]))
-                .unwrap();
+            Settings::load_from(None, env(&[("RL_V2__CONTROL__INITIAL_STATE", "halted")])).unwrap();
         assert_eq!(
             halted.engine_config().control.initial_state,
             TradingState::Halted

@@ -44,3 +44,14 @@ impl EventLoop {
         }
     }
 }
+
+/// The reply to a request whose message was refused or changed the trading state: the refusal,
+/// else the change; `None` when it did neither.
+pub(super) fn answer(refusals: &[Refusal], changes: &[TradingStateChange]) -> Option<Bytes> {
+    let json = match (refusals.first(), changes.first()) {
+        (Some(r), _) => serde_json::to_vec(r),
+        (None, Some(c)) => serde_json::to_vec(c),
+        (None, None) => return None,
+    };
+    Some(Bytes::from(json.unwrap_or_default()))
+}
