@@ -1,7 +1,9 @@
 //! The command line. Every subcommand is a thin wrapper around a library function.
 //!
-//! Exit codes, for scripts: 0 success (for `health`: the service answered); 1 a runtime failure
-//! (broker, checkpoint, file, service; for `health`: no answer); 2 bad usage or bad settings.
+//! Exit codes, for scripts: 0 success (for `health`: the service answered; for `control`: the
+//! service confirmed); 1 a runtime failure (broker, checkpoint, file, service; for `health`: no
+//! answer; for `control`: no confirmation in time or the publish refused); 2 bad usage or bad
+//! settings.
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
