@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::engine::BySymbol;
+use crate::invalid::Invalid;
 
 /// Default cap on symbols whose market context is kept.
 pub const DEFAULT_MAX_SYMBOLS: usize = 10_000;
@@ -44,14 +45,14 @@ impl Default for Capacity {
 
 impl Capacity {
     /// Checks every cap; the error names the key (under `limits.`).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (key, value) in [
             ("max_symbols", self.max_symbols),
             ("max_pending_decisions", self.max_pending_decisions),
             ("max_open_positions", self.max_open_positions),
         ] {
             if value == 0 {
-                return Err(format!("limits.{key} must be at least 1"));
+                return Err(Invalid::new(Some("capacity"), key, "must be at least 1"));
             }
         }
         Ok(())
@@ -201,8 +202,8 @@ mod tests {
             ..Capacity::default()
         };
         assert_eq!(
-            zero.validate().unwrap_err(),
-            "limits.max_open_positions must be at least 1"
+            zero.validate().unwrap_err().to_string(),
+            "capacity.max_open_positions must be at least 1"
         );
     }
 }

@@ -40,6 +40,7 @@ use crate::domain::qlearning::{decision_rng, ActionSet, Hyperparameters, Semanti
 use crate::domain::reward::{sharpe_signal, MetaOutcome, RewardWeights, SizingOutcome};
 use crate::domain::state::{Discretizer, MetaState, SizingState};
 use crate::event::{decode, Close, Event, EventBody, EventKind, Prediction, Trade};
+use crate::invalid::Invalid;
 use crate::plausibility::Plausibility;
 
 mod control_hooks;
@@ -111,27 +112,41 @@ impl EngineConfig {
 
 impl EngineConfig {
     /// Checks every value; the error names the offending key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.learning.validate()?;
         if let Discretizer::Buckets(edges) = &self.discretizer {
             edges.validate()?;
         }
         if self.max_leverage < LEVERAGES[0] {
-            return Err(format!(
-                "max_leverage must be at least {}, got {}",
-                LEVERAGES[0], self.max_leverage
+            return Err(Invalid::new(
+                None,
+                "max_leverage",
+                format!(
+                    "must be at least {}, got {}",
+                    LEVERAGES[0], self.max_leverage
+                ),
             ));
         }
         if !(self.reward_window_secs.is_finite() && self.reward_window_secs > 0.0) {
-            return Err("reward_window_secs must be a positive number".into());
+            return Err(Invalid::new(
+                None,
+                "reward_window_secs",
+                "must be a positive number",
+            ));
         }
         if !(self.initial_balance.is_finite() && self.initial_balance > 0.0) {
-            return Err("initial_balance must be a positive number".into());
+            return Err(Invalid::new(
+                None,
+                "initial_balance",
+                "must be a positive number",
+            ));
         }
         if self.price_history_len < 10 {
-            return Err(
-                "price_history_len must be at least 10 (the regime needs 10 prices)".into(),
-            );
+            return Err(Invalid::new(
+                None,
+                "price_history_len",
+                "must be at least 10 (the regime needs 10 prices)",
+            ));
         }
         self.plausibility.validate()?;
         self.capacity.validate()?;

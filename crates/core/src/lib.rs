@@ -20,4 +20,5 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod invalid;
 pub mod plausibility;

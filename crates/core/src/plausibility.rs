@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{DecodeError, Event, EventBody};
+use crate::invalid::Invalid;
 
 /// Default largest |`pnl_pct`| of a close, in percent.
 pub const DEFAULT_MAX_ABS_PNL_PCT: f64 = 1_000.0;
@@ -77,7 +78,7 @@ pub struct TrustedTime {
 
 impl Plausibility {
     /// Checks every bound; the error names the key (under `plausibility.`).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (key, value) in [
             ("max_abs_pnl_pct", self.max_abs_pnl_pct),
             ("max_drawdown_pct", self.max_drawdown_pct),
@@ -88,8 +89,10 @@ impl Plausibility {
             ("max_clock_skew_secs", self.max_clock_skew_secs),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(format!(
-                    "plausibility.{key} must be a positive number, got {value}"
+                return Err(Invalid::new(
+                    Some("plausibility"),
+                    key,
+                    format!("must be a positive number, got {value}"),
                 ));
             }
         }
@@ -285,10 +288,10 @@ mod tests {
         let mut p = Plausibility::default();
         assert_eq!(p.validate(), Ok(()));
         p.max_clock_skew_secs = f64::INFINITY;
-        assert!(p
-            .validate()
-            .unwrap_err()
-            .starts_with("plausibility.max_clock_skew_secs "));
+        assert_eq!(
+            p.validate().unwrap_err().field,
+            "plausibility.max_clock_skew_secs"
+        );
         p = Plausibility {
             max_abs_pnl_pct: 0.0,
             ..Plausibility::default()

@@ -20,9 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::serve::{ServiceError, StatsReply};
 use rl_v2_core::control::{RefusalReason, TradingState};
+use rl_v2_core::engine::{Counters, EngineStats};
 
 /// A request for a stats snapshot, answered by the event loop.
 pub type StatsRequest = oneshot::Sender<StatsReply>;
@@ -152,23 +153,45 @@ fn control_metrics(r: &mut Registry, stats: &StatsReply) {
 /// Renders a stats snapshot and the histograms as OpenMetrics text.
 pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     let mut r = Registry::with_prefix("rl_v2");
-    let c = &stats.engine.counters;
+    engine_counters(&mut r, &stats.engine.counters);
+    service_counters(&mut r, &stats.service);
+    engine_gauges(&mut r, &stats.engine);
+    control_metrics(&mut r, stats);
+    r.register(
+        "decision_latency_seconds",
+        "From message arrival to decision published",
+        metrics.decision_latency.clone(),
+    );
+    r.register(
+        "checkpoint_duration_seconds",
+        "Time to write a checkpoint",
+        metrics.checkpoint_duration.clone(),
+    );
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &r) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    out
+}
+
+/// The engine's counters: events, rejects and decisions by label, then one counter each.
+fn engine_counters(r: &mut Registry, c: &Counters) {
     counter_family(
-        &mut r,
+        r,
         "events",
         "Events applied, by type",
         "kind",
         c.events.iter().map(|(k, v)| (k.as_str().to_string(), *v)),
     );
     counter_family(
-        &mut r,
+        r,
         "rejects",
         "Events rejected, by reason",
         "reason",
         c.rejects.iter().map(|(k, v)| (k.clone(), *v)),
     );
     counter_family(
-        &mut r,
+        r,
         "decisions",
         "Decisions made, by agent",
         "agent",
@@ -176,44 +199,38 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), *v)),
     );
-    counter(&mut r, "updates", "Q-updates applied", c.updates);
-    counter(
-        &mut r,
-        "refused_updates",
-        "Q-updates refused as non-finite",
-        c.refused_updates,
-    );
-    counter(
-        &mut r,
-        "superseded_pending",
-        "Pending meta decisions superseded",
-        c.superseded_pending,
-    );
-    counter(
-        &mut r,
-        "replaced_sizing",
-        "Sizing decisions replaced by a second trade",
-        c.replaced_sizing,
-    );
-    counter(
-        &mut r,
-        "expired_pending",
-        "Pending meta decisions expired unrewarded",
-        c.expired_pending,
-    );
-    counter(
-        &mut r,
-        "expired_positions",
-        "Open positions expired unrewarded",
-        c.expired_positions,
-    );
-    counter(
-        &mut r,
-        "closes_without_decision",
-        "Closes with no decision to reward",
-        c.closes_without_decision,
-    );
     for (name, help, value) in [
+        ("updates", "Q-updates applied", c.updates),
+        (
+            "refused_updates",
+            "Q-updates refused as non-finite",
+            c.refused_updates,
+        ),
+        (
+            "superseded_pending",
+            "Pending meta decisions superseded",
+            c.superseded_pending,
+        ),
+        (
+            "replaced_sizing",
+            "Sizing decisions replaced by a second trade",
+            c.replaced_sizing,
+        ),
+        (
+            "expired_pending",
+            "Pending meta decisions expired unrewarded",
+            c.expired_pending,
+        ),
+        (
+            "expired_positions",
+            "Open positions expired unrewarded",
+            c.expired_positions,
+        ),
+        (
+            "closes_without_decision",
+            "Closes with no decision to reward",
+            c.closes_without_decision,
+        ),
         (
             "timestamps_clamped",
             "Event timestamps clamped into the allowed skew of the transport's time",
@@ -240,90 +257,85 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
             c.evicted_positions,
         ),
     ] {
-        counter(&mut r, name, help, value);
+        counter(r, name, help, value);
     }
-    control_metrics(&mut r, stats);
-    let s = &stats.service;
+}
+
+/// The service shell's counters.
+fn service_counters(r: &mut Registry, s: &ServiceSnapshot) {
     counter_family(
-        &mut r,
+        r,
         "messages",
         "Messages received, by subject",
         "subject",
         s.messages_by_subject.iter().map(|(k, v)| (k.clone(), *v)),
     );
-    counter(
-        &mut r,
-        "decisions_published",
-        "Decisions published",
-        s.decisions_published,
-    );
-    counter(
-        &mut r,
-        "dead_letters",
-        "Dead letters published",
-        s.dead_letters,
-    );
-    counter(
-        &mut r,
-        "publish_failures",
-        "Publishes that failed",
-        s.publish_failures,
-    );
-    counter(
-        &mut r,
-        "duplicates_skipped",
-        "Redeliveries of applied events skipped",
-        s.duplicates_skipped,
-    );
-    counter(
-        &mut r,
-        "events_lost",
-        "Events that aged out of the stream unapplied",
-        s.events_lost,
-    );
-    counter(
-        &mut r,
-        "slow_consumer_drops",
-        "Messages the NATS client dropped because rl-v2 fell behind",
-        s.slow_consumer_drops,
-    );
-    counter(&mut r, "checkpoints", "Checkpoints written", s.checkpoints);
-    counter(
-        &mut r,
-        "checkpoint_requests",
-        "rl_v2.checkpoint requests received (concurrent ones share a write)",
-        s.checkpoint_requests,
-    );
-    counter(
-        &mut r,
-        "checkpoint_failures",
-        "Checkpoints that failed",
-        s.checkpoint_failures,
-    );
+    for (name, help, value) in [
+        (
+            "decisions_published",
+            "Decisions published",
+            s.decisions_published,
+        ),
+        ("dead_letters", "Dead letters published", s.dead_letters),
+        (
+            "publish_failures",
+            "Publishes that failed",
+            s.publish_failures,
+        ),
+        (
+            "duplicates_skipped",
+            "Redeliveries of applied events skipped",
+            s.duplicates_skipped,
+        ),
+        (
+            "events_lost",
+            "Events that aged out of the stream unapplied",
+            s.events_lost,
+        ),
+        (
+            "slow_consumer_drops",
+            "Messages the NATS client dropped because rl-v2 fell behind",
+            s.slow_consumer_drops,
+        ),
+        ("checkpoints", "Checkpoints written", s.checkpoints),
+        (
+            "checkpoint_requests",
+            "rl_v2.checkpoint requests received (concurrent ones share a write)",
+            s.checkpoint_requests,
+        ),
+        (
+            "checkpoint_failures",
+            "Checkpoints that failed",
+            s.checkpoint_failures,
+        ),
+    ] {
+        counter(r, name, help, value);
+    }
+}
+
+/// The engine's gauges: pending work, the stream position, and each agent's table and ε.
+fn engine_gauges(r: &mut Registry, engine: &EngineStats) {
     gauge(
-        &mut r,
+        r,
         "pending_decisions",
         "Pending meta decisions",
-        stats.engine.pending_decisions as i64,
+        engine.pending_decisions as i64,
     );
     gauge(
-        &mut r,
+        r,
         "open_positions",
         "Open positions",
-        stats.engine.open_positions as i64,
+        engine.open_positions as i64,
     );
     gauge(
-        &mut r,
+        r,
         "last_applied_seq",
         "Sequence of the last event applied",
-        stats.engine.last_applied_seq as i64,
+        engine.last_applied_seq as i64,
     );
     let states = Family::<Labels, Gauge>::default();
     let epsilon = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    for a in [
-        &stats.engine.meta_agent_stats,
-        &stats.engine.sizing_agent_stats,
-    ] {
+    for a in [&engine.meta_agent_stats, &engine.sizing_agent_stats] {
         let labels = vec![("agent".to_string(), a.agent_type.as_str().to_string())];
         states
             .get_or_create(&labels)
@@ -334,19 +346,4 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     }
     r.register("states_visited", "States in the Q-table", states);
     r.register("epsilon", "Exploration rate", epsilon);
-    r.register(
-        "decision_latency_seconds",
-        "From message arrival to decision published",
-        metrics.decision_latency.clone(),
-    );
-    r.register(
-        "checkpoint_duration_seconds",
-        "Time to write a checkpoint",
-        metrics.checkpoint_duration.clone(),
-    );
-    let mut out = String::new();
-    if let Err(e) = encode(&mut out, &r) {
-        tracing::error!(error = %e, "metrics encoding failed");
-    }
-    out
 }

@@ -187,14 +187,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let store = CheckpointStore::new(&settings.checkpoint.dir);
     let faults = fault::FaultPoints::from_env().map_err(ServiceError::Settings)?;
-    match store.remove_stale_temporaries() {
-        Ok(removed) => {
-            for path in removed {
-                tracing::warn!(path = %path.display(), "removed a temporary file an interrupted checkpoint left");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not remove a stale temporary checkpoint file"),
-    }
+    remove_stale_temporaries(&store);
     let mut engine = load_engine(&store, &settings.engine_config(), &options)?;
     let metrics = Arc::new(ServiceMetrics::default());
     let Some(client) = connect::connect(&settings.nats, metrics.clone(), &shutdown).await? else {
@@ -205,98 +198,20 @@ pub async fn serve(
         "slow-consumer reporter",
         slow_consumer::report(metrics.clone(), shutdown.clone()),
     );
-    let (source, consuming) = match settings.delivery.mode {
+    let started = match settings.delivery.mode {
         DeliveryMode::Core => {
-            let ran_before =
-                engine.last_applied_seq() > 0 || mode::read(&settings.checkpoint.dir).is_some();
-            if ran_before {
-                // Core mode numbers events itself, from the checkpoint: after a crash the numbers
-                // past it were used already, in decision ids that were published. A new epoch,
-                // made durable before the first event, keeps every id new.
-                engine.begin_epoch("core mode restarts its numbering at the checkpoint");
-                store.write(engine.state())?;
-            }
-            mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
-            let Some(events) = connect::connect_events(&settings.nats, &shutdown).await? else {
-                return Ok(());
-            };
-            let source = Source::core(&events, &settings.subjects, metrics.clone()).await?;
-            (source, None)
+            start_core(&settings, &mut engine, &store, &metrics, &shutdown).await?
         }
         DeliveryMode::Jetstream => {
-            let js = async_nats::jetstream::new(client.clone());
-            let mut stream = jetstream::prepare_stream(
-                &js,
-                &settings.nats.redacted_url(),
-                &settings.delivery,
-                &settings.subjects,
-            )
-            .await?;
-            let (first, last) = jetstream::bounds(&mut stream).await?;
-            let dir = &settings.checkpoint.dir;
-            let switch = mode::jetstream_start(
-                mode::read(dir).as_ref(),
-                engine.last_applied_seq(),
-                last,
-                settings.delivery.accept_stream_reset,
-                &settings.delivery.stream,
-                dir,
-            )?;
-            if let mode::Switch::FromCore { last_seq } = switch {
-                tracing::warn!(
-                    core_seq = engine.last_applied_seq(),
-                    stream_last_seq = last_seq,
-                    "the checkpoint was written in core mode; accepted by delivery.accept_stream_reset: keeping the learned state and consuming from the stream's next event"
-                );
-                engine.renumber(last_seq);
-                // The checkpoint says where in the stream to resume before the record says
-                // JetStream, so a crash mid-switch never applies the stream's older events.
-                let written = store.write(engine.state())?;
-                tracing::info!(path = %written.display(), "checkpoint rewritten at the stream's end");
-            }
-            mode::write(
-                dir,
-                &mode::ModeRecord::Jetstream {
-                    stream: settings.delivery.stream.clone(),
-                },
-            )?;
-            let plan = jetstream::plan_start(
-                engine.last_applied_seq(),
-                first,
-                last,
-                settings.delivery.accept_stream_reset,
-                &settings.delivery.stream,
-            )?;
-            if let Some(seq) = plan.rebase_to {
-                tracing::warn!(
-                    checkpoint_seq = engine.last_applied_seq(),
-                    stream_last_seq = seq,
-                    "checkpoint is ahead of the stream; accepted by delivery.accept_stream_reset, continuing from the stream's end"
-                );
-                engine.rebase(seq);
-            }
-            if plan.lost > 0 {
-                metrics.events_lost(plan.lost);
-                tracing::error!(
-                    lost = plan.lost,
-                    first_available = first,
-                    last_applied_seq = engine.last_applied_seq(),
-                    "events aged out of the stream before rl-v2 applied them; they are lost to learning"
-                );
-            }
-            let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-            let task = jetstream::consume(
-                stream,
-                plan.start_seq,
-                settings.delivery.clone(),
-                settings.subjects.clone(),
-                tx,
-                shutdown.clone(),
-                metrics.clone(),
-            );
-            (Source::Channel(rx), Some(task))
+            start_jetstream(&settings, &mut engine, &store, &client, &metrics, &shutdown).await?
         }
     };
+    let Some((source, consuming)) = started else {
+        return Ok(());
+    };
+    if let Some(task) = consuming {
+        tasks.add("JetStream consumer", task);
+    }
     let checkpointer = Checkpointer::start_with_faults(
         store,
         metrics.clone(),
@@ -304,76 +219,271 @@ pub async fn serve(
         Some(client.clone()),
         faults,
     );
-    let name = settings.service.name.clone();
-    let service = client
-        .service_builder()
-        .description("rl-v2: Q-learning meta-strategy and position-sizing agents")
-        .start(&name, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| ServiceError::nats(format!("start micro service {name}"), e))?;
-    let group = service.group(&name);
-    let mut stats_endpoint = group
-        .endpoint("stats")
-        .await
-        .map_err(|e| ServiceError::nats(format!("endpoint {name}.stats"), e))?;
-    let mut checkpoint_endpoint = group
-        .endpoint("checkpoint")
-        .await
-        .map_err(|e| ServiceError::nats(format!("endpoint {name}.checkpoint"), e))?;
-    let decide_endpoint = group
-        .endpoint_builder()
-        .name("decide")
-        .add("decide.>")
-        .await
-        .map_err(|e| ServiceError::nats(format!("endpoint {name}.decide.>"), e))?;
+    let endpoints = Endpoints::start(&client, &settings.service.name).await?;
     tracing::info!(
         mode = ?settings.delivery.mode,
-        service = %name,
+        service = %settings.service.name,
         last_applied_seq = engine.last_applied_seq(),
         "rl-v2 serving"
     );
-
-    let (scrapes_tx, mut scrapes) = mpsc::channel::<prometheus::StatsRequest>(8);
-    let metrics_task = match settings.service.metrics_addr.as_str() {
-        "" => None,
-        addr => {
-            let addr = addr
-                .parse()
-                .map_err(|e| ServiceError::Settings(format!("service.metrics_addr {addr}: {e}")))?;
-            Some(
-                prometheus::serve_metrics(addr, scrapes_tx, metrics.clone(), shutdown.clone())
-                    .await?,
-            )
-        }
-    };
-    if let Some(task) = metrics_task {
+    let (scrapes_tx, scrapes) = mpsc::channel::<prometheus::StatsRequest>(8);
+    if let Some(task) = start_metrics(&settings, scrapes_tx, &metrics, &shutdown).await? {
         tasks.add("metrics endpoint", task);
     }
-    if let Some(task) = consuming {
-        tasks.add("JetStream consumer", task);
+    let waiters = Arc::<decide::Waiters>::default();
+    tasks.add(
+        "decide endpoint",
+        decide::serve(
+            endpoints.decide,
+            decide_context(&settings, &client, waiters.clone()),
+        ),
+    );
+    let mut event_loop = EventLoop::new(engine, client, settings, metrics, checkpointer);
+    event_loop.waiters = waiters;
+    let requests = Requests {
+        stats: endpoints.stats,
+        checkpoint: endpoints.checkpoint,
+        scrapes,
+    };
+    let failed = drive(&mut event_loop, source, requests, &mut tasks, &shutdown).await;
+    tracing::info!("events drained; flushing and writing the final checkpoint");
+    let _ = endpoints.service.stop().await;
+    event_loop.finish().await?;
+    match failed {
+        Some(reason) => Err(ServiceError::TaskFailed(reason)),
+        None => Ok(()),
     }
+}
 
-    let decide_timeout = std::time::Duration::from_secs_f64(settings.delivery.decide_timeout_secs);
-    let decide_context = decide::Context {
+/// Removes the temporary files an interrupted checkpoint left, saying so.
+fn remove_stale_temporaries(store: &CheckpointStore) {
+    match store.remove_stale_temporaries() {
+        Ok(removed) => {
+            for path in removed {
+                tracing::warn!(path = %path.display(), "removed a temporary file an interrupted checkpoint left");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not remove a stale temporary checkpoint file"),
+    }
+}
+
+/// Where events come from, and the task that feeds them (JetStream mode); `None` when shutdown
+/// came while connecting.
+type Started = Option<(Source, Option<tokio::task::JoinHandle<()>>)>;
+
+/// Core mode: plain subscriptions on a connection of their own; numbering starts a new epoch
+/// when the directory ran before.
+async fn start_core(
+    settings: &Settings,
+    engine: &mut Engine,
+    store: &CheckpointStore,
+    metrics: &Arc<ServiceMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<Started, ServiceError> {
+    let ran_before =
+        engine.last_applied_seq() > 0 || mode::read(&settings.checkpoint.dir).is_some();
+    if ran_before {
+        // Core mode numbers events itself, from the checkpoint: after a crash the numbers
+        // past it were used already, in decision ids that were published. A new epoch,
+        // made durable before the first event, keeps every id new.
+        engine.begin_epoch("core mode restarts its numbering at the checkpoint");
+        store.write(engine.state())?;
+    }
+    mode::write(&settings.checkpoint.dir, &mode::ModeRecord::Core)?;
+    let Some(events) = connect::connect_events(&settings.nats, shutdown).await? else {
+        return Ok(None);
+    };
+    let source = Source::core(&events, &settings.subjects, metrics.clone()).await?;
+    Ok(Some((source, None)))
+}
+
+/// JetStream mode: the stream prepared, the checkpoint fitted to it (a switch from core mode,
+/// a stream reset, events aged out), and the consumer task started at the next sequence.
+async fn start_jetstream(
+    settings: &Settings,
+    engine: &mut Engine,
+    store: &CheckpointStore,
+    client: &async_nats::Client,
+    metrics: &Arc<ServiceMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<Started, ServiceError> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = jetstream::prepare_stream(
+        &js,
+        &settings.nats.redacted_url(),
+        &settings.delivery,
+        &settings.subjects,
+    )
+    .await?;
+    let (first, last) = jetstream::bounds(&mut stream).await?;
+    switch_to_jetstream(settings, engine, store, last)?;
+    let plan = jetstream::plan_start(
+        engine.last_applied_seq(),
+        first,
+        last,
+        settings.delivery.accept_stream_reset,
+        &settings.delivery.stream,
+    )?;
+    if let Some(seq) = plan.rebase_to {
+        tracing::warn!(
+            checkpoint_seq = engine.last_applied_seq(),
+            stream_last_seq = seq,
+            "checkpoint is ahead of the stream; accepted by delivery.accept_stream_reset, continuing from the stream's end"
+        );
+        engine.rebase(seq);
+    }
+    if plan.lost > 0 {
+        metrics.events_lost(plan.lost);
+        tracing::error!(
+            lost = plan.lost,
+            first_available = first,
+            last_applied_seq = engine.last_applied_seq(),
+            "events aged out of the stream before rl-v2 applied them; they are lost to learning"
+        );
+    }
+    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+    let task = jetstream::consume(
+        stream,
+        plan.start_seq,
+        settings.delivery.clone(),
+        settings.subjects.clone(),
+        tx,
+        shutdown.clone(),
+        metrics.clone(),
+    );
+    Ok(Some((Source::Channel(rx), Some(task))))
+}
+
+/// Checks the directory's delivery-mode record against JetStream mode, renumbers a checkpoint
+/// written in core mode (when allowed), and records JetStream mode.
+fn switch_to_jetstream(
+    settings: &Settings,
+    engine: &mut Engine,
+    store: &CheckpointStore,
+    stream_last_seq: u64,
+) -> Result<(), ServiceError> {
+    let dir = &settings.checkpoint.dir;
+    let switch = mode::jetstream_start(
+        mode::read(dir).as_ref(),
+        engine.last_applied_seq(),
+        stream_last_seq,
+        settings.delivery.accept_stream_reset,
+        &settings.delivery.stream,
+        dir,
+    )?;
+    if let mode::Switch::FromCore { last_seq } = switch {
+        tracing::warn!(
+            core_seq = engine.last_applied_seq(),
+            stream_last_seq = last_seq,
+            "the checkpoint was written in core mode; accepted by delivery.accept_stream_reset: keeping the learned state and consuming from the stream's next event"
+        );
+        engine.renumber(last_seq);
+        // The checkpoint says where in the stream to resume before the record says
+        // JetStream, so a crash mid-switch never applies the stream's older events.
+        let written = store.write(engine.state())?;
+        tracing::info!(path = %written.display(), "checkpoint rewritten at the stream's end");
+    }
+    mode::write(
+        dir,
+        &mode::ModeRecord::Jetstream {
+            stream: settings.delivery.stream.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+/// The micro service `<service.name>` and its endpoints.
+struct Endpoints {
+    service: async_nats::service::Service,
+    stats: async_nats::service::endpoint::Endpoint,
+    checkpoint: async_nats::service::endpoint::Endpoint,
+    decide: async_nats::service::endpoint::Endpoint,
+}
+
+impl Endpoints {
+    async fn start(client: &async_nats::Client, name: &str) -> Result<Self, ServiceError> {
+        let service = client
+            .service_builder()
+            .description("rl-v2: Q-learning meta-strategy and position-sizing agents")
+            .start(name, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| ServiceError::nats(format!("start micro service {name}"), e))?;
+        let group = service.group(name);
+        let stats = group
+            .endpoint("stats")
+            .await
+            .map_err(|e| ServiceError::nats(format!("endpoint {name}.stats"), e))?;
+        let checkpoint = group
+            .endpoint("checkpoint")
+            .await
+            .map_err(|e| ServiceError::nats(format!("endpoint {name}.checkpoint"), e))?;
+        let decide = group
+            .endpoint_builder()
+            .name("decide")
+            .add("decide.>")
+            .await
+            .map_err(|e| ServiceError::nats(format!("endpoint {name}.decide.>"), e))?;
+        Ok(Self {
+            service,
+            stats,
+            checkpoint,
+            decide,
+        })
+    }
+}
+
+/// The Prometheus endpoint, when `service.metrics_addr` is set.
+async fn start_metrics(
+    settings: &Settings,
+    scrapes: mpsc::Sender<prometheus::StatsRequest>,
+    metrics: &Arc<ServiceMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
+    let addr = match settings.service.metrics_addr.as_str() {
+        "" => return Ok(None),
+        addr => addr
+            .parse()
+            .map_err(|e| ServiceError::Settings(format!("service.metrics_addr {addr}: {e}")))?,
+    };
+    let task = prometheus::serve_metrics(addr, scrapes, metrics.clone(), shutdown.clone()).await?;
+    Ok(Some(task))
+}
+
+/// What the decide endpoint needs to publish a request's event and wait for its decision.
+fn decide_context(
+    settings: &Settings,
+    client: &async_nats::Client,
+    waiters: Arc<decide::Waiters>,
+) -> decide::Context {
+    decide::Context {
         client: client.clone(),
         mode: settings.delivery.mode,
         stream: settings.delivery.stream.clone(),
         subjects: settings.subjects.clone(),
-        prefix: format!("{name}.decide."),
-        timeout: decide_timeout,
-        waiters: Arc::default(),
-    };
-    let waiters = decide_context.waiters.clone();
-    tasks.add(
-        "decide endpoint",
-        decide::serve(decide_endpoint, decide_context),
-    );
+        prefix: format!("{}.decide.", settings.service.name),
+        timeout: std::time::Duration::from_secs_f64(settings.delivery.decide_timeout_secs),
+        waiters,
+    }
+}
 
-    let mut event_loop = EventLoop::new(engine, client.clone(), settings, metrics, checkpointer);
-    event_loop.waiters = waiters;
+/// Requests the event loop answers itself, from the engine it owns.
+struct Requests {
+    stats: async_nats::service::endpoint::Endpoint,
+    checkpoint: async_nats::service::endpoint::Endpoint,
+    scrapes: mpsc::Receiver<prometheus::StatsRequest>,
+}
+
+/// Runs the event loop until the source ends or shutdown has drained it; then stops the other
+/// tasks. Returns why the service failed, when a task panicked.
+async fn drive(
+    event_loop: &mut EventLoop,
+    mut source: Source,
+    mut requests: Requests,
+    tasks: &mut supervise::Tasks,
+    shutdown: &CancellationToken,
+) -> Option<String> {
     // The first task that panics: the service then stops, and exits with an error.
     let mut failed: Option<String> = None;
-    let mut source = source;
     let mut draining = false;
     // Armed when shutdown starts: how long to wait for messages already sent to us.
     let drain_deadline = tokio::time::sleep(std::time::Duration::MAX);
@@ -393,15 +503,14 @@ pub async fn serve(
                 Some(msg) => event_loop.handle(msg).await,
                 None => break,
             },
-            Some(request) = stats_endpoint.next() => event_loop.answer_stats(request).await,
-            Some(request) = checkpoint_endpoint.next() => event_loop.answer_checkpoint(request).await,
-            Some(reply_to) = scrapes.recv() => {
+            Some(request) = requests.stats.next() => event_loop.answer_stats(request).await,
+            Some(request) = requests.checkpoint.next() => event_loop.answer_checkpoint(request).await,
+            Some(reply_to) = requests.scrapes.recv() => {
                 let _ = reply_to.send(event_loop.stats());
             }
             Some(ended) = tasks.next(), if !tasks.is_empty() => {
-                if let Some(panic) = ended.panicked() {
-                    tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked; stopping");
-                    failed.get_or_insert(format!("the {} task panicked: {panic}", ended.name));
+                if let Some(reason) = panicked(&ended) {
+                    failed.get_or_insert(reason);
                     shutdown.cancel();
                 }
             }
@@ -416,18 +525,18 @@ pub async fn serve(
     // No outcome comes any more: decide requests still waiting get their answer now.
     event_loop.waiters.close();
     while let Some(ended) = tasks.next().await {
-        if let Some(panic) = ended.panicked() {
-            tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked");
-            failed.get_or_insert(format!("the {} task panicked: {panic}", ended.name));
+        if let Some(reason) = panicked(&ended) {
+            failed.get_or_insert(reason);
         }
     }
-    tracing::info!("events drained; flushing and writing the final checkpoint");
-    let _ = service.stop().await;
-    event_loop.finish().await?;
-    match failed {
-        Some(reason) => Err(ServiceError::TaskFailed(reason)),
-        None => Ok(()),
-    }
+    failed
+}
+
+/// Why the service fails, when `ended` panicked (logged).
+fn panicked(ended: &supervise::Ended) -> Option<String> {
+    let panic = ended.panicked()?;
+    tracing::error!(task = ended.name, panic = %panic, "a task of the service panicked; stopping");
+    Some(format!("the {} task panicked: {panic}", ended.name))
 }
 
 /// The reply to a request whose event caused no decision (a close): what it caused.

@@ -667,10 +667,7 @@ impl Settings {
         }
         self.engine_config()
             .validate()
-            .map_err(|problem| match problem.split_once(' ') {
-                Some((field, rest)) => invalid(&engine_key(field), rest),
-                None => invalid("learning", problem),
-            })
+            .map_err(|e| invalid(&engine_key(&e.field), e.problem))
     }
 
     /// The engine's settings.
@@ -722,23 +719,26 @@ impl Settings {
     }
 }
 
-/// The settings key of a field named in an engine validation message.
+/// The settings key of a field of the engine's settings ([`EngineConfig`]).
 fn engine_key(field: &str) -> String {
-    if field.contains('.') {
-        // Already a full key (`plausibility.…`, `limits.…`).
-        return field.to_string();
-    }
-    let section = match field.trim_end_matches(':') {
-        "alpha" | "gamma" | "epsilon" | "epsilon_decay" | "epsilon_min" | "initial_q" => "learning",
-        "max_leverage" => "sizing",
-        "reward_window_secs" | "initial_balance" | "price_history_len" => "market",
-        _ => "state",
-    };
-    let field = field.trim_end_matches(':');
-    if section == "state" {
-        format!("state.{field}_edges")
-    } else {
-        format!("{section}.{field}")
+    let (part, member) = field.split_once('.').unwrap_or(("", field));
+    match part {
+        "learning" | "plausibility" => field.to_string(),
+        "discretizer" => format!("state.{member}_edges"),
+        "capacity" => format!("limits.{member}"),
+        // The operator-control parts: `[control]`, `[risk]` (the gate) and `[breakers]`.
+        "control" => match member.split_once('.') {
+            Some(("gate", m)) => format!("risk.{m}"),
+            Some(("breakers", m)) => format!("breakers.{m}"),
+            _ => format!("control.{member}"),
+        },
+        _ => match member {
+            "max_leverage" => "sizing.max_leverage".to_string(),
+            "reward_window_secs" | "initial_balance" | "price_history_len" => {
+                format!("market.{member}")
+            }
+            other => other.to_string(),
+        },
     }
 }
 
@@ -869,6 +869,9 @@ mod tests {
             halted.engine_config().control.initial_state,
             TradingState::Halted
         );
+        assert!(err(&[("RL_V2__MARKET__PRICE_HISTORY_LEN", "3")])
+            .contains("`market.price_history_len`"));
+        assert!(err(&[("RL_V2__LIMITS__MAX_SYMBOLS", "0")]).contains("`limits.max_symbols`"));
         let two = Settings::load_from(
             None,
             env(&[("RL_V2__NATS__URL", "nats://a:4222, nats://b:4222")]),

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 use super::TradingState;
+use crate::invalid::Invalid;
 
 /// Closes the window-loss breaker keeps at most (the oldest go first).
 pub const MAX_WINDOW_CLOSES: usize = 10_000;
@@ -89,30 +90,31 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
-    /// Checks every value; the error starts with the settings key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value; the error names the field (`control.breakers.…`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |field: &str, problem: String| {
+            Err(Invalid::new(Some("control.breakers"), field, problem))
+        };
         for (key, value) in [
             ("max_drawdown_pct", self.max_drawdown_pct),
             ("max_window_loss_pct", self.max_window_loss_pct),
             ("halt_cooldown_secs", self.halt_cooldown_secs),
         ] {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(format!(
-                    "breakers.{key} must be a number ≥ 0 (0 = off), got {value}"
-                ));
+                return invalid(key, format!("must be a number ≥ 0 (0 = off), got {value}"));
             }
         }
         if self.max_drawdown_pct >= 100.0 {
-            return Err("breakers.max_drawdown_pct must be below 100".into());
+            return invalid("max_drawdown_pct", "must be below 100".into());
         }
         if !(self.window_secs.is_finite() && self.window_secs > 0.0) {
-            return Err(format!(
-                "breakers.window_secs must be a positive number, got {}",
-                self.window_secs
-            ));
+            return invalid(
+                "window_secs",
+                format!("must be a positive number, got {}", self.window_secs),
+            );
         }
         if self.confirmations == 0 {
-            return Err("breakers.confirmations must be at least 1".into());
+            return invalid("confirmations", "must be at least 1".into());
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use super::TradingState;
 use crate::domain::actions::SizingAction;
 use crate::domain::qlearning::ActionSet;
+use crate::invalid::Invalid;
 
 /// Largest size multiplier the sizing agent may choose while `REDUCING`.
 pub const REDUCING_MAX_MULTIPLIER: f64 = 1.0;
@@ -89,12 +90,13 @@ impl Default for GateConfig {
 }
 
 impl GateConfig {
-    /// Checks every value; the error starts with the settings key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value; the error names the field (`control.gate.…`).
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !(self.max_exposure.is_finite() && self.max_exposure >= 0.0) {
-            return Err(format!(
-                "risk.max_exposure must be a number ≥ 0 (0 = off), got {}",
-                self.max_exposure
+            return Err(Invalid::new(
+                Some("control.gate"),
+                "max_exposure",
+                format!("must be a number ≥ 0 (0 = off), got {}", self.max_exposure),
             ));
         }
         Ok(())

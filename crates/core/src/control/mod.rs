@@ -22,6 +22,7 @@ use std::fmt;
 
 use crate::domain::agent::AgentKind;
 use crate::event::DecodeError;
+use crate::invalid::Invalid;
 
 pub use breaker::{BreakerBook, BreakerConfig, BreakerKind, BreakerTrip};
 pub use gate::{GateConfig, RateBook, RefusalReason};
@@ -279,13 +280,17 @@ impl Default for ControlConfig {
 }
 
 impl ControlConfig {
-    /// Checks every value; the error starts with the settings key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every value; the error names the field (`control.…`).
+    pub fn validate(&self) -> Result<(), Invalid> {
         let lowest = crate::domain::actions::LEVERAGES[0];
         if self.reducing_max_leverage < lowest {
-            return Err(format!(
-                "control.reducing_max_leverage must be at least {lowest} (the lowest leverage), got {}",
-                self.reducing_max_leverage
+            return Err(Invalid::new(
+                Some("control"),
+                "reducing_max_leverage",
+                format!(
+                    "must be at least {lowest} (the lowest leverage), got {}",
+                    self.reducing_max_leverage
+                ),
             ));
         }
         self.gate.validate()?;

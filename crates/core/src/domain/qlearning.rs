@@ -21,6 +21,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::invalid::Invalid;
+
 /// How large a step each update takes towards its target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,15 +74,19 @@ impl Default for Hyperparameters {
 
 impl Hyperparameters {
     /// Checks ranges; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let unit = |name: &str, v: f64, lo_open: bool| {
             let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
             if ok {
                 Ok(())
             } else {
-                Err(format!(
-                    "{name} must be in {}0, 1], got {v}",
-                    if lo_open { "(" } else { "[" }
+                Err(Invalid::new(
+                    Some("learning"),
+                    name,
+                    format!(
+                        "must be in {}0, 1], got {v}",
+                        if lo_open { "(" } else { "[" }
+                    ),
                 ))
             }
         };
@@ -90,9 +96,10 @@ impl Hyperparameters {
         unit("epsilon_decay", self.epsilon_decay, true)?;
         unit("epsilon_min", self.epsilon_min, false)?;
         if !self.initial_q.is_finite() {
-            return Err(format!(
-                "initial_q must be a finite number, got {}",
-                self.initial_q
+            return Err(Invalid::new(
+                Some("learning"),
+                "initial_q",
+                format!("must be a finite number, got {}", self.initial_q),
             ));
         }
         Ok(())
@@ -631,7 +638,7 @@ mod tests {
             initial_q: f64::NAN,
             ..Hyperparameters::default()
         };
-        assert!(bad.validate().unwrap_err().starts_with("initial_q"));
+        assert!(bad.validate().unwrap_err().field == "learning.initial_q");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::market::Regime;
+use crate::invalid::Invalid;
 
 /// Features of the meta-strategy agent's state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +81,7 @@ impl Default for BucketEdges {
 
 impl BucketEdges {
     /// Checks that every edge list is finite and strictly increasing; names the first bad list.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let lists = [
             ("volatility", &self.volatility),
             ("market_pressure", &self.market_pressure),
@@ -92,8 +93,10 @@ impl BucketEdges {
         ];
         for (name, edges) in lists {
             if edges.iter().any(|e| !e.is_finite()) || edges.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(format!(
-                    "{name}: edges must be finite and strictly increasing, got {edges:?}"
+                return Err(Invalid::new(
+                    Some("discretizer"),
+                    name,
+                    format!("edges must be finite and strictly increasing, got {edges:?}"),
                 ));
             }
         }
@@ -286,6 +289,6 @@ mod tests {
             winrate: vec![0.5, 0.5],
             ..BucketEdges::default()
         };
-        assert!(bad.validate().unwrap_err().starts_with("winrate"));
+        assert!(bad.validate().unwrap_err().field == "discretizer.winrate");
     }
 }
