@@ -222,6 +222,13 @@ async fn a_halt_in_core_mode_survives_sigkill() {
         collect(&mut refused, 1).await[0]["reason"],
         "trading_halted"
     );
+    // A request for a decision is answered with the refusal.
+    let reply = request(&client, "TRADE_EXECUTED", trade("XUSDT", 10, "asked")).await;
+    assert_eq!(
+        (&reply["reason"], &reply["trace_id"]),
+        (&"trading_halted".into(), &"asked".into()),
+        "{reply}"
+    );
 }
 
 /// Events with an operator command every 250 messages (halt, reduce, resume in turn).
@@ -389,4 +396,36 @@ async fn gate_refusals_are_published_with_their_reason_and_counted_in_metrics() 
         metrics.contains(r#"rl_v2_trading_state{state="ACTIVE"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_stream_created_without_the_control_subject_is_extended_to_capture_it() {
+    let server = NatsServer::start(true);
+    let url = server.url();
+    let client = client(&url).await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: "RL_V2_EVENTS".into(),
+        subjects: vec![
+            "PREDICTION_GENERATED".into(),
+            "TRADE_EXECUTED".into(),
+            "POSITION_CLOSED".into(),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&url, &dir.path().join("data"), &[]);
+    service.ready(&client).await;
+    let mut stream = js.get_stream("RL_V2_EVENTS").await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert!(
+        subjects.contains(&"RL_V2_CONTROL".to_string()),
+        "{subjects:?}"
+    );
+    let report = confirmed(&url, &["halt", "--reason", "upgrade"]);
+    assert_eq!(report["trading_state"], "HALTED");
+    let last = stream.info().await.unwrap().state.last_sequence;
+    assert_eq!(last, 1, "the command is in the stream");
 }
