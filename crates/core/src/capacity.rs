@@ -146,6 +146,24 @@ impl Recency {
             }
         }
     }
+
+    /// Evicts the oldest entries of `map` until fewer than `cap` remain; returns them, oldest
+    /// first.
+    pub fn make_room<T>(
+        &mut self,
+        map: &mut BySymbol<T>,
+        cap: usize,
+        time: impl Fn(&T) -> f64,
+    ) -> Vec<(String, Arc<T>)> {
+        let mut evicted = Vec::new();
+        while map.len() >= cap {
+            match self.evict_oldest(map, &time) {
+                Some(entry) => evicted.push(entry),
+                None => break,
+            }
+        }
+        evicted
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +186,20 @@ mod tests {
             .collect();
         assert_eq!(order, ["B", "C", "A"]);
         assert!(m.is_empty() && r.is_empty());
+    }
+
+    #[test]
+    fn making_room_evicts_the_oldest_until_below_the_cap() {
+        let mut m = map(&[("C", 5.0), ("A", 7.0), ("B", 5.0), ("D", 1.0)]);
+        let mut r = Recency::of(&m, |t| *t);
+        let gone: Vec<String> = r
+            .make_room(&mut m, 2, |t| *t)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(gone, ["D", "B", "C"]);
+        assert_eq!(m.len(), 1);
+        assert!(r.make_room(&mut m, 2, |t| *t).is_empty());
     }
 
     #[test]

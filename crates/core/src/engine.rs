@@ -436,6 +436,14 @@ struct At {
 
 /// Whether the `n`-th occurrence of something counted gets a log line: the 1st, 2nd, 4th, 8th…,
 /// so a flood is visible without flooding the log.
+/// The three caps on what the engine keeps per symbol.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    Symbols,
+    Pending,
+    Positions,
+}
+
 fn worth_logging(n: u64) -> bool {
     n.is_power_of_two()
 }
@@ -964,75 +972,75 @@ impl Engine {
 
     /// Evicts the least recently updated market context while `max_symbols` are kept.
     fn make_room_for_symbol(&mut self, seq: u64) {
-        while self.state.market.len() >= self.config.capacity.max_symbols {
-            let Some((symbol, _)) = self
-                .ages
-                .market
-                .evict_oldest(&mut self.state.market, |m| m.time)
-            else {
-                return;
-            };
-            let n = &mut self.state.counters.evicted_symbols;
-            *n += 1;
-            if worth_logging(*n) {
-                tracing::warn!(
-                    seq,
-                    symbol,
-                    max_symbols = self.config.capacity.max_symbols,
-                    evicted_so_far = *n,
-                    "symbol cap reached: the least recently updated market context was dropped"
-                );
-            }
+        let cap = self.config.capacity.max_symbols;
+        let evicted = self
+            .ages
+            .market
+            .make_room(&mut self.state.market, cap, |m| m.time);
+        for (symbol, _) in evicted {
+            self.evicted(Cap::Symbols, seq, &symbol, None);
         }
     }
 
     /// Evicts the oldest pending meta decision while `max_pending_decisions` are pending.
     fn make_room_for_pending(&mut self, seq: u64) {
-        while self.state.pending.len() >= self.config.capacity.max_pending_decisions {
-            let Some((symbol, pending)) = self
-                .ages
-                .pending
-                .evict_oldest(&mut self.state.pending, |p| p.time)
-            else {
-                return;
-            };
-            let n = &mut self.state.counters.evicted_pending;
-            *n += 1;
-            if worth_logging(*n) {
-                tracing::warn!(
-                    seq,
-                    symbol,
-                    decision_id = %pending.decision_id,
-                    max_pending_decisions = self.config.capacity.max_pending_decisions,
-                    evicted_so_far = *n,
-                    "pending-decision cap reached: the oldest pending decision was dropped unrewarded"
-                );
-            }
+        let cap = self.config.capacity.max_pending_decisions;
+        let evicted = self
+            .ages
+            .pending
+            .make_room(&mut self.state.pending, cap, |p| p.time);
+        for (symbol, pending) in evicted {
+            self.evicted(Cap::Pending, seq, &symbol, Some(&pending.decision_id));
         }
     }
 
     /// Evicts the oldest open position while `max_open_positions` are open.
     fn make_room_for_position(&mut self, seq: u64) {
-        while self.state.positions.len() >= self.config.capacity.max_open_positions {
-            let Some((symbol, position)) = self
-                .ages
-                .positions
-                .evict_oldest(&mut self.state.positions, |p| p.sizing.time)
-            else {
-                return;
-            };
-            let n = &mut self.state.counters.evicted_positions;
-            *n += 1;
-            if worth_logging(*n) {
-                tracing::warn!(
-                    seq,
-                    symbol,
-                    decision_id = %position.sizing.decision_id,
-                    max_open_positions = self.config.capacity.max_open_positions,
-                    evicted_so_far = *n,
-                    "open-position cap reached: the oldest open position was dropped unrewarded"
-                );
-            }
+        let cap = self.config.capacity.max_open_positions;
+        let evicted = self
+            .ages
+            .positions
+            .make_room(&mut self.state.positions, cap, |p| p.sizing.time);
+        for (symbol, position) in evicted {
+            let id = &position.sizing.decision_id;
+            self.evicted(Cap::Positions, seq, &symbol, Some(id));
+        }
+    }
+
+    /// Counts an entry dropped at `cap`, and logs it at powers of two.
+    fn evicted(&mut self, cap: Cap, seq: u64, symbol: &str, decision_id: Option<&str>) {
+        let c = &mut self.state.counters;
+        let (n, limit, key, what) = match cap {
+            Cap::Symbols => (
+                &mut c.evicted_symbols,
+                self.config.capacity.max_symbols,
+                "limits.max_symbols",
+                "symbol cap reached: the least recently updated market context was dropped",
+            ),
+            Cap::Pending => (
+                &mut c.evicted_pending,
+                self.config.capacity.max_pending_decisions,
+                "limits.max_pending_decisions",
+                "pending-decision cap reached: the oldest pending decision was dropped unrewarded",
+            ),
+            Cap::Positions => (
+                &mut c.evicted_positions,
+                self.config.capacity.max_open_positions,
+                "limits.max_open_positions",
+                "open-position cap reached: the oldest open position was dropped unrewarded",
+            ),
+        };
+        *n += 1;
+        if worth_logging(*n) {
+            tracing::warn!(
+                seq,
+                symbol,
+                decision_id,
+                cap = key,
+                limit,
+                evicted_so_far = *n,
+                "{what}"
+            );
         }
     }
 
