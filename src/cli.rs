@@ -194,6 +194,9 @@ pub enum Command {
         /// Table sizes (states) of the checkpoint-write memory runs.
         #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
         write_memory_states: Vec<usize>,
+        /// Lease TTL, in seconds, of the hot-standby failover runs.
+        #[arg(long, default_value_t = 5.0)]
+        failover_ttl: f64,
         /// Internal: write one checkpoint of this many states and print what it cost.
         #[arg(long, hide = true)]
         write_memory_child: Option<usize>,
@@ -364,6 +367,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             symbols_memory,
             write_memory_states,
             write_memory_child,
+            failover_ttl,
         } => {
             if let Some(states) = write_memory_child {
                 let measured = rl_v2_tools::bench::write_memory::child(states).map_err(fail)?;
@@ -404,6 +408,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     only
                 },
                 repeat,
+                failover_ttl_secs: failover_ttl,
                 ..defaults
             };
             bench(&settings, &opts, json)

@@ -28,6 +28,8 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
             "100",
             "--write-memory-states",
             "2000,20000",
+            "--failover-ttl",
+            "1",
             "--json",
         ])
         .output()
@@ -75,6 +77,15 @@ fn a_small_bench_runs_every_part_and_loses_no_decision() {
         assert!(steady > Some(0) && peak >= steady, "{w}");
         assert!(w["bytes"].as_u64() > Some(states * 60 * 4), "{w}");
     }
+    let failover = &r["failover"];
+    assert_eq!(
+        failover["runs_ms"].as_array().map(Vec::len),
+        Some(1),
+        "{failover}"
+    );
+    // The lease runs out within its TTL; the follower tries every TTL/8.
+    let took = failover["median_ms"].as_f64().unwrap();
+    assert!(took > 0.0 && took < 1_000.0 + 1_000.0, "{failover}");
     let small = r["memory"]["small"][1].as_u64().unwrap();
     let large = r["memory"]["large"][1].as_u64().unwrap();
     assert!(

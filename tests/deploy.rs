@@ -119,3 +119,48 @@ fn dockerfile_caches_every_workspace_manifest_in_the_dependency_layer() {
     assert!(seen >= 3, "the workspace has its three library crates");
     assert!(text.contains("COPY crates crates") && text.contains("COPY config config"));
 }
+
+#[test]
+fn docker_compose_config_accepts_the_hot_standby_compose_file() {
+    let out = compose_config("docker-compose.ha.yml", &PASSWORDS);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{yaml}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "nats-1:",
+        "nats-2:",
+        "nats-3:",
+        "image: nats:2.15-alpine",
+        "--cluster_name",
+        "nats://nats-2:6222,nats://nats-3:6222",
+        "nats://nats-1:6222,nats://nats-3:6222",
+        "nats://nats-1:6222,nats://nats-2:6222",
+        "RL_V2__NATS__URL: nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222",
+        "RL_V2__DELIVERY__STREAM_REPLICAS: '3'",
+        "RL_V2__HA__INSTANCE_ID: rl-v2-a",
+        "RL_V2__HA__INSTANCE_ID: rl-v2-b",
+        "RL_V2__NATS__PASSWORD: secret-of-RL_V2_NATS_PASSWORD",
+        "rl-v2-a-data:/app/data",
+        "rl-v2-b-data:/app/data",
+        "127.0.0.1:9465:9464",
+        "/config/nats-server.conf:/etc/nats/nats-server.conf:ro",
+    ] {
+        assert!(yaml.contains(needle), "`{needle}` missing from:\n{yaml}");
+    }
+    // Both instances run with the hot standby (the YAML writer picks the quotes).
+    let enabled = yaml
+        .lines()
+        .filter(|l| l.trim().starts_with("RL_V2__HA__ENABLED:") && l.contains("true"))
+        .count();
+    assert_eq!(enabled, 2, "{yaml}");
+    for missing in PASSWORDS {
+        let others: Vec<&str> = PASSWORDS.into_iter().filter(|v| *v != missing).collect();
+        let out = compose_config("docker-compose.ha.yml", &others);
+        assert!(!out.status.success(), "accepted without {missing}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(missing), "{missing} not named: {stderr}");
+    }
+}

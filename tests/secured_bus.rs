@@ -221,6 +221,67 @@ async fn a_producer_may_use_the_decide_endpoint_for_its_own_events_only() {
     );
 }
 
+#[tokio::test]
+async fn instances_under_the_rl_v2_user_elect_a_leader_and_refuse_a_plain_one() {
+    for (_, var, secret) in USERS {
+        std::env::set_var(var, secret);
+    }
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nats-server.conf");
+    // Key-value buckets need the current server, whatever the suite runs against.
+    let server =
+        NatsServer::launch_with(&pinned_server_bin(), true, &["-c", conf.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let as_rl_v2 = [
+        ("RL_V2__NATS__USER", "rl_v2"),
+        ("RL_V2__NATS__PASSWORD", password("rl_v2")),
+    ];
+    let ha = |id: &'static str| {
+        let mut env = as_rl_v2.to_vec();
+        env.extend([
+            ("RL_V2__HA__ENABLED", "true"),
+            ("RL_V2__HA__LEASE_TTL_SECS", "2"),
+            ("RL_V2__HA__INSTANCE_ID", id),
+        ]);
+        env
+    };
+    let _a = Service::start(&url, &dir.path().join("a"), &ha("a"));
+    let (operator, _) = login(&url, "operator").await;
+    instance_until(&operator, "a", |s| s["instance"]["role"] == "leader").await;
+    let _b = Service::start(&url, &dir.path().join("b"), &ha("b"));
+    instance_until(&operator, "b", |s| {
+        s["instance"]["role"] == "follower" && s["instance"]["leader"] == "a"
+    })
+    .await;
+
+    let (execution, _) = login(&url, "execution").await;
+    let mut meta = execution
+        .subscribe("RL_META_STRATEGY_DECISION")
+        .await
+        .unwrap();
+    execution.flush().await.unwrap();
+    let (signals, _) = login(&url, "signals").await;
+    signals
+        .publish(
+            "PREDICTION_GENERATED",
+            prediction("BTCUSDT", 0.7, "ha-1").into(),
+        )
+        .await
+        .unwrap();
+    let decided = next_json(&mut meta).await;
+    assert_eq!(decided["trace_id"], "ha-1");
+    assert!(decided["epoch"].as_u64() > Some(0), "{decided}");
+
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let mut env = as_rl_v2.to_vec();
+    env.push(("RL_V2__NATS__URL", &url));
+    let (code, text) = serve_until_exit(&plain, &env);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("already serves stream"), "{text}");
+}
+
 /// Runs `rl-v2 control ARGS` as `user`: (exit code, stdout and stderr).
 fn control_as(url: &str, user: &str, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rl-v2"))

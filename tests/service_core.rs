@@ -211,6 +211,7 @@ async fn cycles(client: &async_nats::Client, n: usize) {
 fn engine_part(stats: &Value) -> Value {
     let mut s = stats.clone();
     s.as_object_mut().unwrap().remove("service");
+    s.as_object_mut().unwrap().remove("instance");
     s
 }
 
@@ -607,9 +608,20 @@ async fn micro_service_info_lists_every_endpoint_and_json_logs_are_json() {
         .iter()
         .map(|e| e["subject"].as_str().unwrap())
         .collect();
+    // Each instance also answers stats on a subject of its own.
+    let own = stats(&client).await["instance"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = format!("rl_v2.stats.{own}");
     assert_eq!(
         subjects,
-        BTreeSet::from(["rl_v2.checkpoint", "rl_v2.decide.>", "rl_v2.stats"])
+        BTreeSet::from([
+            "rl_v2.checkpoint",
+            "rl_v2.decide.>",
+            "rl_v2.stats",
+            own.as_str()
+        ])
     );
     let nats_stats = request(&client, "$SRV.STATS.rl_v2", String::new()).await;
     assert_eq!(nats_stats["name"], "rl_v2");

@@ -23,6 +23,12 @@ fn settings_that_would_misbehave_exit_2_naming_the_key() {
         ("delivery.stream_max_age_secs", "18446744073709551615"),
         ("nats.connect_retry_secs", "-1"),
         ("delivery.ack_wait_secs", "inf"),
+        ("ha.lease_ttl_secs", "0.5"),
+        ("ha.lease_ttl_secs", "601"),
+        ("ha.instance_id", "a.b"),
+        ("ha.bucket", "lease*"),
+        // The hot standby needs JetStream mode.
+        ("ha.enabled", "true"),
     ] {
         let var = format!("RL_V2__{}", key.replace('.', "__").to_uppercase());
         let (code, out) = serve_until_exit(

@@ -378,3 +378,55 @@ pub fn serve_until_exit(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, Strin
     );
     (out.status.code(), text)
 }
+
+/// The pinned current nats-server, whatever `$NATS_SERVER` says: for what 2.9 cannot do
+/// (key-value buckets for the hot standby).
+pub fn pinned_server_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        rl_v2_tools::nats_server::provision(&provision_dir()).unwrap_or_else(|e| panic!("{e}"))
+    })
+    .clone()
+}
+
+/// Starts the pinned server with JetStream.
+pub fn start_pinned() -> NatsServer {
+    NatsServer::launch_with(&pinned_server_bin(), true, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts a 3-node JetStream cluster of the pinned server.
+pub fn start_pinned_cluster() -> NatsCluster {
+    NatsCluster::launch(&pinned_server_bin(), 3).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Asks one instance's stats (`rl_v2.stats.<id>`); `None` when it does not answer in a second.
+pub async fn instance_stats(client: &async_nats::Client, id: &str) -> Option<Value> {
+    let ask = client.request(format!("rl_v2.stats.{id}"), "".into());
+    match tokio::time::timeout(Duration::from_secs(1), ask).await {
+        Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
+        _ => None,
+    }
+}
+
+/// Polls one instance's stats until `done` holds; returns those stats.
+pub async fn instance_until(
+    client: &async_nats::Client,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        if let Some(s) = instance_stats(client, id).await {
+            if done(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance {id} never matched; last stats: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

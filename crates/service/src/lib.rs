@@ -10,11 +10,13 @@
 
 pub mod checkpoint;
 pub mod checkpointer;
+pub mod claim;
 pub mod connect;
 pub mod control;
 pub mod credentials;
 pub mod decide;
 pub mod fault;
+pub mod ha;
 pub mod health;
 pub mod inspect;
 pub mod jetstream;

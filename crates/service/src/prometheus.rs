@@ -150,6 +150,37 @@ fn control_metrics(r: &mut Registry, stats: &StatsReply) {
     );
 }
 
+/// This instance's place among the instances on the stream (see [`crate::ha`]).
+fn instance_gauges(r: &mut Registry, i: &crate::ha::InstanceReport) {
+    let labels = vec![("instance".to_string(), i.id.clone())];
+    for (name, help, value) in [
+        (
+            "leader",
+            "1 while this instance publishes (leads), 0 while it follows",
+            i64::from(i.role == "leader"),
+        ),
+        (
+            "epoch",
+            "Epoch of the current leader's lease (0 without [ha])",
+            i.epoch as i64,
+        ),
+        (
+            "held_decisions",
+            "Decisions a follower keeps for a takeover",
+            i.held as i64,
+        ),
+        (
+            "lag",
+            "Events in the stream after the last one applied",
+            i.lag as i64,
+        ),
+    ] {
+        let family = Family::<Labels, Gauge>::default();
+        family.get_or_create(&labels).set(value);
+        r.register(name, help, family);
+    }
+}
+
 /// Renders a stats snapshot and the histograms as OpenMetrics text.
 pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     let mut r = Registry::with_prefix("rl_v2");
@@ -157,6 +188,7 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     service_counters(&mut r, &stats.service);
     engine_gauges(&mut r, &stats.engine);
     control_metrics(&mut r, stats);
+    instance_gauges(&mut r, &stats.instance);
     r.register(
         "decision_latency_seconds",
         "From message arrival to decision published",

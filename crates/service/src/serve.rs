@@ -23,7 +23,7 @@ use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::settings::{DeliveryMode, Settings};
 use crate::source::{Delivery, Inbound, Source, Topic};
 use crate::{
-    connect, decide, fault, jetstream, mode, prometheus, slow_consumer, source, supervise,
+    connect, decide, fault, ha, jetstream, mode, prometheus, slow_consumer, source, supervise,
 };
 use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::agent::AgentKind;
@@ -69,6 +69,12 @@ pub enum ServiceError {
     /// A task of the service panicked; the service stopped (after its final checkpoint).
     #[error("{0}")]
     TaskFailed(String),
+    /// Another instance serves the stream, and this one must not publish beside it.
+    #[error("{0}")]
+    Claimed(String),
+    /// The hot standby cannot run (no key-value bucket).
+    #[error("hot standby: {0}")]
+    Ha(String),
 }
 
 /// An error from the NATS client, kept whole for its source chain.
@@ -108,6 +114,8 @@ pub struct StatsReply {
     pub engine: EngineStats,
     /// Counters of the service shell.
     pub service: ServiceSnapshot,
+    /// This instance: its id, whether it leads, its epoch and lag.
+    pub instance: ha::InstanceReport,
 }
 
 /// Loads the engine at start-up: the checkpoint; else Python-format tables the Python version
@@ -198,6 +206,7 @@ pub async fn serve(
         "slow-consumer reporter",
         slow_consumer::report(metrics.clone(), shutdown.clone()),
     );
+    let (standby, roles) = ha::join(&client, &settings, &mut tasks, &shutdown).await?;
     let started = match settings.delivery.mode {
         DeliveryMode::Core => {
             start_core(&settings, &mut engine, &store, &metrics, &shutdown).await?
@@ -219,7 +228,7 @@ pub async fn serve(
         Some(client.clone()),
         faults,
     );
-    let endpoints = Endpoints::start(&client, &settings.service.name).await?;
+    let endpoints = Endpoints::start(&client, &settings.service.name, standby.id()).await?;
     tracing::info!(
         mode = ?settings.delivery.mode,
         service = %settings.service.name,
@@ -240,10 +249,13 @@ pub async fn serve(
     );
     let mut event_loop = EventLoop::new(engine, client, settings, metrics, checkpointer);
     event_loop.waiters = waiters;
+    event_loop.standby = standby;
     let requests = Requests {
         stats: endpoints.stats,
+        instance: endpoints.instance,
         checkpoint: endpoints.checkpoint,
         scrapes,
+        roles,
     };
     let failed = drive(&mut event_loop, source, requests, &mut tasks, &shutdown).await;
     tracing::info!("events drained; flushing and writing the final checkpoint");
@@ -396,12 +408,18 @@ fn switch_to_jetstream(
 struct Endpoints {
     service: async_nats::service::Service,
     stats: async_nats::service::endpoint::Endpoint,
+    /// `<name>.stats.<instance id>`: this instance's stats, whoever else runs.
+    instance: async_nats::service::endpoint::Endpoint,
     checkpoint: async_nats::service::endpoint::Endpoint,
     decide: async_nats::service::endpoint::Endpoint,
 }
 
 impl Endpoints {
-    async fn start(client: &async_nats::Client, name: &str) -> Result<Self, ServiceError> {
+    async fn start(
+        client: &async_nats::Client,
+        name: &str,
+        instance_id: &str,
+    ) -> Result<Self, ServiceError> {
         let service = client
             .service_builder()
             .description("rl-v2: Q-learning meta-strategy and position-sizing agents")
@@ -417,6 +435,12 @@ impl Endpoints {
             .endpoint("checkpoint")
             .await
             .map_err(|e| ServiceError::nats(format!("endpoint {name}.checkpoint"), e))?;
+        let instance = group
+            .endpoint_builder()
+            .name("stats-instance")
+            .add(format!("stats.{instance_id}"))
+            .await
+            .map_err(|e| ServiceError::nats(format!("endpoint {name}.stats.{instance_id}"), e))?;
         let decide = group
             .endpoint_builder()
             .name("decide")
@@ -426,6 +450,7 @@ impl Endpoints {
         Ok(Self {
             service,
             stats,
+            instance,
             checkpoint,
             decide,
         })
@@ -469,8 +494,11 @@ fn decide_context(
 /// Requests the event loop answers itself, from the engine it owns.
 struct Requests {
     stats: async_nats::service::endpoint::Endpoint,
+    instance: async_nats::service::endpoint::Endpoint,
     checkpoint: async_nats::service::endpoint::Endpoint,
     scrapes: mpsc::Receiver<prometheus::StatsRequest>,
+    /// Role changes from the hot standby's election.
+    roles: ha::Roles,
 }
 
 /// Runs the event loop until the source ends or shutdown has drained it; then stops the other
@@ -504,6 +532,8 @@ async fn drive(
                 None => break,
             },
             Some(request) = requests.stats.next() => event_loop.answer_stats(request).await,
+            Some(request) = requests.instance.next() => event_loop.answer_stats(request).await,
+            role = requests.roles.next() => event_loop.take_role(role).await,
             Some(request) = requests.checkpoint.next() => event_loop.answer_checkpoint(request).await,
             Some(reply_to) = requests.scrapes.recv() => {
                 let _ = reply_to.send(event_loop.stats());
@@ -566,6 +596,8 @@ pub struct EventLoop {
     next_checkpoint_at: u64,
     /// Decide requests waiting for the outcome of their stream sequence.
     pub waiters: Arc<decide::Waiters>,
+    /// Whether this instance publishes (the hot standby's gate).
+    pub standby: ha::Standby,
 }
 
 impl EventLoop {
@@ -587,6 +619,7 @@ impl EventLoop {
             checkpointer,
             next_checkpoint_at,
             waiters: Arc::default(),
+            standby: ha::Standby::solo(String::new()),
         }
     }
 
@@ -621,12 +654,12 @@ impl EventLoop {
             } => {
                 let updates = updates.iter().filter(|u| u.applied).count() as u64;
                 for decision in &decisions {
-                    self.publish_decision(decision, &msg.delivery).await;
+                    self.publish_decision(seq, decision, &msg.delivery).await;
                     self.metrics
                         .decision_latency
                         .observe(msg.arrived.elapsed().as_secs_f64());
                 }
-                self.publish_control(&refusals, &state_changes, &msg.delivery)
+                self.publish_control(seq, &refusals, &state_changes, &msg.delivery)
                     .await;
                 // A close (or a refused or control message) has no decision; a request for one
                 // learns what it caused.
@@ -654,6 +687,11 @@ impl EventLoop {
                 }
             }
         }
+        let pending = match &msg.delivery {
+            Delivery::JetStream { message, .. } => message.info().ok().map(|i| i.pending),
+            Delivery::Core { .. } => None,
+        };
+        self.standby.handled(seq, pending);
         if let Delivery::JetStream { message, .. } = &msg.delivery {
             // A rejected message is terminated so it is never redelivered.
             let kind = if rejected {
@@ -711,17 +749,71 @@ impl EventLoop {
         }
     }
 
-    async fn publish_decision(&self, decision: &Decision, delivery: &Delivery) {
+    /// Publishes what the event at `seq` caused when this instance publishes it; a follower
+    /// keeps it for a takeover instead. True when it was published.
+    async fn publish_gated(
+        &mut self,
+        seq: u64,
+        subject: &str,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> bool {
+        let epoch = match self.standby.gate(seq) {
+            ha::Gate::Skip => return false,
+            ha::Gate::Publish(None) => return self.publish(subject.into(), payload, msg_id).await,
+            ha::Gate::Publish(Some(epoch)) => Some(epoch),
+            ha::Gate::Hold => None,
+        };
+        // Kept until known delivered: a follower's for a takeover, the leader's for a
+        // republication after a reconnect.
+        self.standby.hold(ha::Held {
+            seq,
+            subject: subject.to_string(),
+            payload: payload.clone(),
+            msg_id: msg_id.map(str::to_string),
+        });
+        match epoch {
+            Some(epoch) => {
+                let payload = ha::with_epoch(&payload, epoch);
+                self.publish(subject.to_string(), payload, msg_id).await
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the role the election gave: at a takeover, publishes the decisions kept as a
+    /// follower that the previous leader may not have published.
+    pub async fn take_role(&mut self, role: ha::Role) {
+        let applied = self.engine.last_applied_seq();
+        let Some((epoch, backlog)) = self.standby.take_role(role, applied) else {
+            return;
+        };
+        for held in backlog {
+            let payload = ha::with_epoch(&held.payload, epoch);
+            let sent = self
+                .publish(held.subject.clone(), payload, held.msg_id.as_deref())
+                .await;
+            let s = &self.settings.subjects;
+            if sent && (held.subject == s.meta_decision || held.subject == s.sizing_decision) {
+                self.metrics.decision_published();
+            }
+        }
+    }
+
+    async fn publish_decision(&mut self, seq: u64, decision: &Decision, delivery: &Delivery) {
         let subject = match decision.agent {
-            AgentKind::MetaStrategy => &self.settings.subjects.meta_decision,
-            AgentKind::PositionSizing => &self.settings.subjects.sizing_decision,
+            AgentKind::MetaStrategy => self.settings.subjects.meta_decision.clone(),
+            AgentKind::PositionSizing => self.settings.subjects.sizing_decision.clone(),
         };
         let payload = Bytes::from(serde_json::to_vec(decision).unwrap_or_default());
         let msg_id = match delivery {
             Delivery::JetStream { .. } => Some(decision.decision_id.as_str()),
             Delivery::Core { .. } => None,
         };
-        if self.publish(subject.clone(), payload.clone(), msg_id).await {
+        if self
+            .publish_gated(seq, &subject, payload.clone(), msg_id)
+            .await
+        {
             self.metrics.decision_published();
         }
         if let Delivery::Core { reply: Some(reply) } = delivery {
@@ -729,7 +821,7 @@ impl EventLoop {
         }
     }
 
-    async fn dead_letter(&self, msg: &Inbound, seq: u64, error: &DecodeError) {
+    async fn dead_letter(&mut self, msg: &Inbound, seq: u64, error: &DecodeError) {
         let keep = self.settings.limits.dead_letter_payload_bytes;
         let shown = &msg.payload[..msg.payload.len().min(keep)];
         tracing::warn!(
@@ -755,12 +847,9 @@ impl EventLoop {
             Delivery::JetStream { seq, .. } => Some(format!("dead_letter-{seq}")),
             Delivery::Core { .. } => None,
         };
+        let subject = self.settings.subjects.dead_letter.clone();
         if self
-            .publish(
-                self.settings.subjects.dead_letter.clone(),
-                payload,
-                msg_id.as_deref(),
-            )
+            .publish_gated(seq, &subject, payload, msg_id.as_deref())
             .await
         {
             self.metrics.dead_letter();
@@ -776,6 +865,7 @@ impl EventLoop {
         StatsReply {
             engine: self.engine.stats(),
             service: self.metrics.snapshot(),
+            instance: self.standby.report(),
         }
     }
 

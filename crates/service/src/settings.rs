@@ -64,7 +64,7 @@ const MAX_SUBSCRIPTION_CAPACITY: usize = 16 * 1024 * 1024;
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// The sane range of a duration setting, in seconds.
-struct DurationRange {
+pub(crate) struct DurationRange {
     min: f64,
     min_inclusive: bool,
     max: f64,
@@ -81,7 +81,7 @@ impl DurationRange {
     }
 
     /// From `min` to `max`, both included.
-    fn from(min: f64, max: f64) -> Self {
+    pub(crate) fn from(min: f64, max: f64) -> Self {
         Self {
             min,
             min_inclusive: true,
@@ -89,7 +89,7 @@ impl DurationRange {
         }
     }
 
-    fn check(&self, key: &str, value: f64) -> Result<(), SettingsError> {
+    pub(crate) fn check(&self, key: &str, value: f64) -> Result<(), SettingsError> {
         let above_min = if self.min_inclusive {
             value >= self.min
         } else {
@@ -134,7 +134,7 @@ fn check_level_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| format!("`{filter}` is not a level filter: {e}"))
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
+pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -169,6 +169,8 @@ pub struct Settings {
     pub plausibility: Plausibility,
     /// The NATS micro service and metrics.
     pub service: ServiceSettings,
+    /// Hot standby: leader election among instances on one stream.
+    pub ha: HaSettings,
     /// Logging.
     pub log: LogSettings,
     /// Trading state at start and the rule of `REDUCING`.
@@ -465,6 +467,21 @@ pub struct ServiceSettings {
     pub metrics_addr: String,
 }
 
+/// Hot standby: several instances on one stream elect a leader through a lease in a JetStream
+/// key-value bucket; the others follow (see [`crate::ha`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSettings {
+    /// Whether this instance takes part in leader election.
+    pub enabled: bool,
+    /// The key-value bucket of the lease (`<bucket>_progress` holds what the leader published).
+    pub bucket: String,
+    /// Seconds the lease lives without renewal.
+    pub lease_ttl_secs: f64,
+    /// This instance's name in the lease and stats; empty: `<hostname>-<pid>`.
+    pub instance_id: String,
+}
+
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -662,6 +679,7 @@ impl Settings {
                 "must be host:port, like 0.0.0.0:9464",
             ));
         }
+        crate::ha::validate(self)?;
         if let Err(problem) = check_level_filter(&self.log.level) {
             return Err(invalid("log.level", problem));
         }

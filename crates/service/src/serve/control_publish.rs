@@ -9,11 +9,12 @@ use rl_v2_core::control::{Refusal, TradingStateChange};
 use rl_v2_core::decision::Decision;
 
 impl EventLoop {
-    /// Publishes the refusals and trading-state changes of one message, and checkpoints a
-    /// change at once. In JetStream mode each carries a `Nats-Msg-Id` derived from its sequence, so a replay after a crash publishes
+    /// Publishes the refusals and trading-state changes of the message at `seq` (through the
+    /// hot standby's gate, like decisions), and checkpoints a change at once. In JetStream mode each carries a `Nats-Msg-Id` derived from its sequence, so a replay after a crash publishes
     /// no duplicate into a stream that captures these subjects.
     pub(super) async fn publish_control(
-        &self,
+        &mut self,
+        seq: u64,
         refusals: &[Refusal],
         changes: &[TradingStateChange],
         delivery: &Delivery,
@@ -27,14 +28,14 @@ impl EventLoop {
                 Decision::id_in(refusal.agent, epoch, refusal.event_seq)
             );
             let subject = self.settings.subjects.risk_refused.clone();
-            self.publish(subject, payload, jetstream.then_some(id.as_str()))
+            self.publish_gated(seq, &subject, payload, jetstream.then_some(id.as_str()))
                 .await;
         }
         for change in changes {
             let payload = Bytes::from(serde_json::to_vec(change).unwrap_or_default());
             let id = format!("trading_state-e{epoch}-{}", change.sequence);
             let subject = self.settings.subjects.trading_state.clone();
-            self.publish(subject, payload, jetstream.then_some(id.as_str()))
+            self.publish_gated(seq, &subject, payload, jetstream.then_some(id.as_str()))
                 .await;
         }
         if !changes.is_empty() {

@@ -10,6 +10,7 @@
 //! checkpoint is written against RSS at rest ([`write_memory`]).
 
 pub mod baseline;
+pub mod failover;
 pub mod load;
 pub mod write_memory;
 
@@ -59,6 +60,8 @@ pub struct BenchOptions {
     pub nats_server: Option<PathBuf>,
     /// Which parts to run.
     pub parts: Vec<Part>,
+    /// Lease TTL of the failover runs, seconds.
+    pub failover_ttl_secs: f64,
     /// Pairs of runs (baseline then rl-v2, or without then with checkpoints) per comparison;
     /// figures are medians, ratios the median of the pairs' ratios.
     pub repeat: usize,
@@ -78,6 +81,8 @@ pub enum Part {
     Checkpoint,
     /// Peak memory after many events.
     Memory,
+    /// Hot standby: SIGKILL of the leader to the new leader's first decision.
+    Failover,
 }
 
 impl Default for BenchOptions {
@@ -95,6 +100,7 @@ impl Default for BenchOptions {
             memory_events: (100_000, 1_000_000),
             memory_symbols: 10_000,
             write_memory_states: vec![10_000, 100_000, 1_000_000],
+            failover_ttl_secs: 5.0,
             nats_server: None,
             parts: vec![
                 Part::Core,
@@ -102,6 +108,7 @@ impl Default for BenchOptions {
                 Part::Stack,
                 Part::Checkpoint,
                 Part::Memory,
+                Part::Failover,
             ],
             repeat: 5,
         }
@@ -204,6 +211,8 @@ pub struct Report {
     pub memory: Option<Memory>,
     /// Memory and CPU of one checkpoint write, per table size.
     pub write_memory: Option<Vec<write_memory::WriteMemory>>,
+    /// Failover time of the hot standby.
+    pub failover: Option<failover::Failover>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -703,6 +712,11 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<
         progress("memory: one checkpoint write per table size");
         report.write_memory = Some(write_memory::measure(&opts.write_memory_states)?);
     }
+    if opts.parts.contains(&Part::Failover) {
+        progress("hot standby: SIGKILL of the leader, time to the new leader's first decision");
+        let (bin, ttl) = (opts.nats_server.as_ref(), opts.failover_ttl_secs);
+        report.failover = Some(failover::measure(bin, ttl, opts.repeat).await?);
+    }
     Ok(report)
 }
 
@@ -725,6 +739,16 @@ pub fn render(r: &Report, opts: &BenchOptions) -> String {
     out.push('\n');
     out.push_str(&render_ratios(r));
     out.push_str(&render_memory(r));
+    if let Some(f) = &r.failover {
+        out.push_str(&format!(
+            "hot standby failover (lease TTL {} s, {} events/s): SIGKILL of the leader to the new leader's first decision, median {:.0} ms, max {:.0} ms over {} runs\n",
+            f.lease_ttl_secs,
+            failover::RATE,
+            f.median_ms,
+            f.max_ms,
+            f.runs_ms.len()
+        ));
+    }
     out
 }
 

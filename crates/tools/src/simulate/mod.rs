@@ -1248,7 +1248,7 @@ mod tests {
         .contains("not a symbol"));
         let mut engine = EngineConfig::default();
         engine.learning.alpha = f64::NAN;
-        assert!(refused(SimulateOptions { engine, ..base }).contains("engine: alpha"));
+        assert!(refused(SimulateOptions { engine, ..base }).contains("engine: learning.alpha"));
     }
 
     #[test]
