@@ -1,7 +1,9 @@
 //! The command line. Every subcommand is a thin wrapper around a library function.
 //!
-//! Exit codes, for scripts: 0 success (for `health`: the service answered); 1 a runtime failure
-//! (broker, checkpoint, file, service; for `health`: no answer); 2 bad usage or bad settings.
+//! Exit codes, for scripts: 0 success (for `health`: the service answered; for `control`: the
+//! service confirmed); 1 a runtime failure (broker, checkpoint, file, service; for `health`: no
+//! answer; for `control`: no confirmation in time or the publish refused); 2 bad usage or bad
+//! settings.
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -219,6 +221,25 @@ pub enum Command {
         #[arg(long, hide = true, default_value_t = 10_000)]
         symbols_memory: u64,
     },
+    /// Operate the running service: show or change its trading state.
+    ///
+    /// Uses the same settings as serve (nats.url, credentials, subjects.control,
+    /// service.name). halt, reduce and resume publish a command on the control subject and wait
+    /// until the service reports that very command applied, then print the state it confirms.
+    /// Exits 0 when confirmed, 1 when the service did not confirm in time (no service, a
+    /// backlog in JetStream mode: the command is then still applied later) or the server
+    /// refused the publish (only the operator user may), 2 on bad usage or settings.
+    Control {
+        /// What to do.
+        #[command(subcommand)]
+        action: ControlAction,
+        /// Seconds to wait for the connection and for the confirmation.
+        #[arg(long, global = true, default_value_t = 10.0)]
+        timeout: f64,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Ping the running service over NATS ($SRV.PING.<service.name>): exit 0 when it answers,
     /// 1 when it does not.
     Health {
@@ -226,6 +247,32 @@ pub enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+}
+
+/// `rl-v2 control` actions.
+#[derive(Debug, Subcommand)]
+pub enum ControlAction {
+    /// Print the trading state, its latest change and the refusals by reason.
+    Status,
+    /// HALTED: no decision is published (each prediction and trade is refused); closes still
+    /// teach.
+    Halt(CommandArgs),
+    /// REDUCING: the sizing agent may choose only multiplier ≤ 1.0 and leverage ≤
+    /// control.reducing_max_leverage; meta decisions continue.
+    Reduce(CommandArgs),
+    /// ACTIVE: decide normally; re-arms the circuit breakers.
+    Resume(CommandArgs),
+}
+
+/// What a command says besides itself.
+#[derive(Debug, clap::Args)]
+pub struct CommandArgs {
+    /// Why (published with the change and kept in the checkpoint).
+    #[arg(long)]
+    pub reason: String,
+    /// Who asks (default: $USER, else nats.user).
+    #[arg(long)]
+    pub who: Option<String>,
 }
 
 fn load_settings(path: Option<&Path>) -> Result<Settings, ExitCode> {
@@ -385,7 +432,40 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             bench(&settings, &opts, json)
         }
         Command::Health { timeout } => health(&settings, timeout),
+        Command::Control {
+            action,
+            timeout,
+            json,
+        } => control(&settings, action, timeout, json),
     }
+}
+
+/// `rl-v2 control`: sends a command, or reads the state, and prints what the service confirms.
+fn control(
+    settings: &Settings,
+    action: ControlAction,
+    timeout: f64,
+    json: bool,
+) -> Result<(), ExitCode> {
+    use rl_v2_core::control::CommandKind;
+    use rl_v2_service::control::{default_who, ControlClient};
+    let timeout = Duration::from_secs_f64(timeout.max(0.1));
+    let rt = runtime()?;
+    let report = rt
+        .block_on(async {
+            let client = ControlClient::connect(settings, timeout).await?;
+            let (kind, args) = match action {
+                ControlAction::Status => return client.status(timeout).await,
+                ControlAction::Halt(a) => (CommandKind::Halt, a),
+                ControlAction::Reduce(a) => (CommandKind::Reduce, a),
+                ControlAction::Resume(a) => (CommandKind::Resume, a),
+            };
+            let who = args.who.unwrap_or_else(|| default_who(settings));
+            client.command(kind, &args.reason, &who, timeout).await
+        })
+        .map_err(fail)?;
+    print_json_or(json, &report, || report.render());
+    Ok(())
 }
 
 /// `rl-v2 serve`: runs the service until SIGINT or SIGTERM.
@@ -570,7 +650,11 @@ fn health(settings: &Settings, timeout: f64) -> Result<(), ExitCode> {
     let rt = runtime()?;
     match rt.block_on(rl_v2_service::health::ping(settings, timeout)) {
         Ok(pong) => {
-            println!("{} {} ({}) is up", pong.name, pong.version, pong.id);
+            let state = pong
+                .trading_state
+                .map(|t| format!("; trading state {t}"))
+                .unwrap_or_default();
+            println!("{} {} ({}) is up{state}", pong.name, pong.version, pong.id);
             Ok(())
         }
         Err(e) => Err(fail(format!("unhealthy: {e}"))),

@@ -281,3 +281,89 @@ async fn instances_under_the_rl_v2_user_elect_a_leader_and_refuse_a_plain_one() 
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("already serves stream"), "{text}");
 }
+
+/// Runs `rl-v2 control ARGS` as `user`: (exit code, stdout and stderr).
+fn control_as(url: &str, user: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rl-v2"))
+        .arg("control")
+        .args(args)
+        .env("RL_V2__NATS__URL", url)
+        .env("RL_V2__NATS__USER", user)
+        .env("RL_V2__NATS__PASSWORD", password(user))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("rl-v2 control runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn only_the_operator_may_change_the_trading_state() {
+    let server = secured_server();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        &url,
+        &dir.path().join("data"),
+        &[
+            ("RL_V2__NATS__USER", "rl_v2"),
+            ("RL_V2__NATS__PASSWORD", password("rl_v2")),
+        ],
+    );
+    let (operator, _) = login(&url, "operator").await;
+    service.ready(&operator).await;
+    let mut changes = operator.subscribe("RL_V2_TRADING_STATE").await.unwrap();
+    let mut refusals = operator.subscribe("RL_V2_RISK_REFUSED").await.unwrap();
+    operator.flush().await.unwrap();
+
+    // A trader and a signal service try to halt the stack: the server refuses both.
+    let (execution, execution_errors) = login(&url, "execution").await;
+    let halt = r#"{"command":"halt","reason":"forged","who":"execution"}"#;
+    execution
+        .publish("RL_V2_CONTROL", halt.into())
+        .await
+        .unwrap();
+    refused(&execution_errors, "RL_V2_CONTROL").await;
+    let (code, text) = control_as(
+        &url,
+        "signals",
+        &["--timeout", "5", "halt", "--reason", "x"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    let s = stats(&operator).await;
+    assert_eq!(s["trading_state"], "ACTIVE", "{s}");
+    assert_eq!(s["counters"]["control_commands"], 0, "{s}");
+    assert!(s["control"]["last_command"].is_null(), "{s}");
+
+    // The operator may; rl-v2 may publish the change and its refusals.
+    let (code, text) = control_as(
+        &url,
+        "operator",
+        &["halt", "--reason", "drill", "--who", "ops"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("trading state: HALTED"), "{text}");
+    let change = next_json(&mut changes).await;
+    assert_eq!(
+        (&change["new"], &change["who"]),
+        (&"HALTED".into(), &"ops".into())
+    );
+    let (signals, _) = login(&url, "signals").await;
+    signals
+        .publish(
+            "PREDICTION_GENERATED",
+            prediction("BTCUSDT", 0.7, "halted-1").into(),
+        )
+        .await
+        .unwrap();
+    let refusal = next_json(&mut refusals).await;
+    assert_eq!(
+        (&refusal["reason"], &refusal["trace_id"]),
+        (&"trading_halted".into(), &"halted-1".into())
+    );
+}

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::{Refusal, TradingStateChange};
 use crate::decision::Decision;
 use crate::domain::agent::AgentKind;
 use crate::domain::reward::{
@@ -24,6 +25,10 @@ pub enum Outcome {
         updates: Vec<Update>,
         /// What else it did to the engine's books.
         tally: Tally,
+        /// Decisions the risk gate refused (published instead of them, never rewarded).
+        refusals: Vec<Refusal>,
+        /// Changes of the trading state it caused (a command, a breaker, a cooldown).
+        state_changes: Vec<TradingStateChange>,
     },
     /// The payload did not decode, or claimed implausible values; the reject is counted under
     /// its reason code.

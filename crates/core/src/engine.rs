@@ -23,6 +23,10 @@ use std::sync::Arc;
 pub use crate::audit::Outcome;
 use crate::audit::{Logged, RewardParts, Tally, Update};
 use crate::capacity::{Capacity, Recency};
+use crate::control::{
+    ControlBook, ControlConfig, ControlStats, Refusal, RefusalReason, TradingState,
+    TradingStateChange,
+};
 use crate::decision::Decision;
 use crate::domain::actions::{SizingAction, LEVERAGES, META_ACTIONS};
 use crate::domain::agent::{Agent, AgentKind, AgentStats};
@@ -38,6 +42,8 @@ use crate::domain::state::{Discretizer, MetaState, SizingState};
 use crate::event::{decode, Close, Event, EventBody, EventKind, Prediction, Trade};
 use crate::invalid::Invalid;
 use crate::plausibility::Plausibility;
+
+mod control_hooks;
 
 /// Version of the checkpoint format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
@@ -76,6 +82,8 @@ pub struct EngineConfig {
     /// Q-tables and ε never change.
     #[serde(default)]
     pub frozen: bool,
+    /// Start state, `REDUCING`'s rule, the risk gate and the circuit breakers.
+    pub control: ControlConfig,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +110,7 @@ impl EngineConfig {
             plausibility: Plausibility::default(),
             capacity: Capacity::default(),
             frozen: false,
+            control: ControlConfig::default(),
         }
     }
 }
@@ -145,7 +154,8 @@ impl EngineConfig {
             ));
         }
         self.plausibility.validate()?;
-        self.capacity.validate()
+        self.capacity.validate()?;
+        self.control.validate()
     }
 
     /// Whether states, rewards and learning follow the Python version (the `python_compat`
@@ -306,6 +316,12 @@ pub struct Counters {
     /// Open positions dropped unrewarded to stay within `max_open_positions`.
     #[serde(default)]
     pub evicted_positions: u64,
+    /// Decisions the risk gate refused, by reason.
+    #[serde(default)]
+    pub refusals: BTreeMap<RefusalReason, u64>,
+    /// Control commands applied.
+    #[serde(default)]
+    pub control_commands: u64,
 }
 
 /// Per-symbol state: a persistent ordered map of shared values, so a checkpoint snapshot is O(1)
@@ -341,6 +357,10 @@ pub struct EngineState {
     pub equity: EquityCurve,
     /// Counters.
     pub counters: Counters,
+    /// Trading state, breakers and rate-limit figures (`ACTIVE` and nothing recorded in a
+    /// checkpoint from before they existed).
+    #[serde(default)]
+    pub control: ControlBook,
 }
 
 /// Statistics of the engine: the seed's `get_stats()` shape plus counters.
@@ -362,6 +382,10 @@ pub struct EngineStats {
     pub last_applied_seq: u64,
     /// Decision-id epoch.
     pub epoch: u64,
+    /// The trading state.
+    pub trading_state: TradingState,
+    /// The latest change of the trading state and the latest command.
+    pub control: ControlStats,
 }
 
 /// Why a checkpoint could not become an engine.
@@ -388,6 +412,10 @@ pub struct Engine {
     ages: Ages,
     /// The Q-updates of the event being applied, handed out in its [`Outcome`].
     journal: Vec<Update>,
+    /// The refusals of the event being applied.
+    refusals: Vec<Refusal>,
+    /// The trading-state changes of the message being applied.
+    changes: Vec<TradingStateChange>,
 }
 
 /// Which entry of each per-symbol map is oldest: derived from the state, rebuilt on load.
@@ -457,6 +485,7 @@ impl Engine {
             pnl_window: PnlWindow::default(),
             equity: EquityCurve::new(config.initial_balance),
             counters: Counters::default(),
+            control: ControlBook::starting(config.control.initial_state),
         };
         for agent in [&mut state.meta, &mut state.sizing] {
             agent.q_mut().set_semantics(config.semantics());
@@ -466,6 +495,8 @@ impl Engine {
             state,
             ages: Ages::default(),
             journal: Vec::new(),
+            refusals: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -520,6 +551,8 @@ impl Engine {
             state,
             ages,
             journal: Vec::new(),
+            refusals: Vec::new(),
+            changes: Vec::new(),
         })
     }
 
@@ -590,6 +623,8 @@ impl Engine {
             tracked_symbols: self.state.market.len(),
             last_applied_seq: self.state.last_applied_seq,
             epoch: self.state.epoch,
+            trading_state: self.state.control.state,
+            control: ControlStats::from(&self.state.control),
         }
     }
 
@@ -649,6 +684,8 @@ impl Engine {
                     decisions,
                     updates: std::mem::take(&mut self.journal),
                     tally: Tally::reading(&self.state.counters).since(before),
+                    refusals: std::mem::take(&mut self.refusals),
+                    state_changes: std::mem::take(&mut self.changes),
                 }
             }
             Err(error) => {
@@ -700,6 +737,8 @@ impl Engine {
         }
         self.state.last_applied_seq = seq;
         self.journal.clear();
+        self.refusals.clear();
+        self.changes.clear();
         let applied = {
             let n = self.state.counters.events.entry(event.kind()).or_default();
             *n += 1;
@@ -709,9 +748,10 @@ impl Engine {
         if applied % EXPIRY_SWEEP_EVERY == 0 {
             self.sweep_expired(at.now);
         }
-        let decisions = match &event.body {
-            EventBody::Prediction(p) => vec![self.on_prediction(seq, event, at, p)],
-            EventBody::Trade(t) => vec![self.on_trade(seq, event, at, t)],
+        self.cool_down(seq, at.now);
+        let decisions: Vec<Decision> = match &event.body {
+            EventBody::Prediction(p) => self.on_prediction(seq, event, at, p).into_iter().collect(),
+            EventBody::Trade(t) => self.on_trade(seq, event, at, t).into_iter().collect(),
             EventBody::Close(c) => {
                 self.on_close(seq, event, at, c);
                 Vec::new()
@@ -719,6 +759,13 @@ impl Engine {
         };
         for d in &decisions {
             *self.state.counters.decisions.entry(d.agent).or_default() += 1;
+            if self.config.control.gate.max_decisions_per_symbol_per_minute > 0 {
+                let max_symbols = self.config.capacity.max_symbols;
+                self.state
+                    .control
+                    .rates
+                    .record(&event.symbol, at.now, max_symbols);
+            }
         }
         decisions
     }
@@ -784,7 +831,13 @@ impl Engine {
             event_time: trusted.time,
         }
     }
-    fn on_prediction(&mut self, seq: u64, event: &Event, at: At, p: &Prediction) -> Decision {
+    fn on_prediction(
+        &mut self,
+        seq: u64,
+        event: &Event,
+        at: At,
+        p: &Prediction,
+    ) -> Option<Decision> {
         if let Some(prices) = &p.price_history {
             let keep = self.config.price_history_len;
             let tail = &prices[prices.len().saturating_sub(keep)..];
@@ -805,6 +858,10 @@ impl Engine {
                     self.state.market.insert(event.symbol.clone(), context);
                 }
             }
+        }
+        if let Err(refused) = self.gate_common(&event.symbol, at.now) {
+            self.refuse(seq, event, at, AgentKind::MetaStrategy, refused);
+            return None;
         }
         let market = self.market_view(&event.symbol);
         let key = self
@@ -848,10 +905,17 @@ impl Engine {
                     .insert(event.symbol.clone(), Arc::new(pending));
             }
         }
-        decision
+        Some(decision)
     }
 
-    fn on_trade(&mut self, seq: u64, event: &Event, at: At, t: &Trade) -> Decision {
+    fn on_trade(&mut self, seq: u64, event: &Event, at: At, t: &Trade) -> Option<Decision> {
+        let allowed = match self.gate_trade(&event.symbol, at.now, t) {
+            Ok(allowed) => allowed,
+            Err(refused) => {
+                self.refuse(seq, event, at, AgentKind::PositionSizing, refused);
+                return None;
+            }
+        };
         let vol = self.market_view(&event.symbol).volatility;
         let python = self.config.python_compat();
         // The Python version's state reads `portfolio_exposure` only.
@@ -865,7 +929,7 @@ impl Engine {
                 .discretizer
                 .sizing_key(&self.sizing_state(t.confidence, exposure, vol));
         let mut rng = decision_rng(self.config.seed, 1, seq);
-        let selection = self.state.sizing.select(&key, &mut rng);
+        let selection = self.state.sizing.select_among(&key, &allowed, &mut rng);
         let decision = Decision::new(
             AgentKind::PositionSizing,
             self.state.epoch,
@@ -901,14 +965,14 @@ impl Engine {
                 // A second trade on an open position: new sizing, same meta decision.
                 Arc::make_mut(position).sizing = sizing;
                 self.state.counters.replaced_sizing += 1;
-                return decision;
+                return Some(decision);
             }
             self.state.counters.expired_positions += 1;
             let meta = self.take_pending(&event.symbol, at.now);
             if let Some(position) = self.state.positions.get_mut(&event.symbol) {
                 *position = Arc::new(Position { meta, sizing });
             }
-            return decision;
+            return Some(decision);
         }
         let meta = self.take_pending(&event.symbol, at.now);
         self.make_room_for_position(seq);
@@ -916,7 +980,7 @@ impl Engine {
         self.state
             .positions
             .insert(event.symbol.clone(), Arc::new(Position { meta, sizing }));
-        decision
+        Some(decision)
     }
 
     /// Evicts the least recently updated market context while `max_symbols` are kept.
@@ -1009,7 +1073,9 @@ impl Engine {
         let s = &mut self.state;
         s.winrate.record(c.pnl_pct);
         s.pnl_window.record(c.pnl_pct);
-        s.equity.record(c.account_balance, c.pnl_usd);
+        let before = s.equity.equity();
+        let after = s.equity.record(c.account_balance, c.pnl_usd);
+        self.check_breakers(seq, at.now, c.pnl_pct, before, after);
 
         let computed = self.market_view(&event.symbol);
         let market = MarketView {
@@ -1206,5 +1272,6 @@ impl Engine {
                 self.ages.positions.removed(&symbol, p.sizing.time);
             }
         }
+        self.state.control.rates.sweep(now);
     }
 }

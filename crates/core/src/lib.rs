@@ -4,6 +4,7 @@
 //! * [`domain`]: the RL domain (actions, market tools, states, rewards, Q-learning, episodes,
 //!   agents);
 //! * [`event`] and [`decision`]: what comes in and what goes out;
+//! * [`control`]: the trading state, operator commands, the risk gate and circuit breakers;
 //! * [`audit`]: what one message did — decisions, Q-updates with their rewards, expiries;
 //! * [`outcome`]: the outcome event published per Q-update, the logged-bandit record;
 //! * [`engine`]: a deterministic state machine that applies events and holds all learned state,
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod capacity;
+pub mod control;
 pub mod decision;
 pub mod domain;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! The checkpoint schema: a checkpoint written by an earlier version loads with today's code and
 //! keeps learning from where it stopped.
 
+use rl_v2_core::control::TradingState;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineState};
 use rl_v2_core::event::{decode, EventKind, DEFAULT_MAX_PAYLOAD_BYTES};
 
@@ -21,6 +22,10 @@ fn a_version_1_checkpoint_loads_with_what_it_held() {
     assert_eq!(stats.meta_agent_stats.q_learning_stats.update_count, 18);
     assert_eq!(stats.sizing_agent_stats.q_learning_stats.update_count, 18);
     assert!(stats.meta_agent_stats.q_learning_stats.states_visited > 0);
+    // Written before trading states existed: it loads ACTIVE, with nothing refused.
+    assert_eq!(stats.trading_state, TradingState::Active);
+    assert!(stats.control.last_change.is_none());
+    assert!(stats.counters.refusals.is_empty());
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `rl-v2 health`: is the service up? Pings the micro service over NATS.
+//! `rl-v2 health`: is the service up? Pings the micro service over NATS, and reports the
+//! trading state its stats show.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ pub struct Pong {
     pub id: String,
     /// Service version.
     pub version: String,
+    /// The trading state its stats report (none when the stats did not answer).
+    #[serde(default)]
+    pub trading_state: Option<rl_v2_core::control::TradingState>,
 }
 
 /// Connects once and pings `$SRV.PING.<service.name>`; the error says what failed.
@@ -33,6 +37,13 @@ pub async fn ping(settings: &Settings, timeout: Duration) -> Result<Pong, String
         .await
         .map_err(|_| format!("no answer on {subject} within {timeout:?}"))?
         .map_err(|e| format!("{subject}: {e}"))?;
-    serde_json::from_slice(&reply.payload)
-        .map_err(|e| format!("{subject} answered something else: {e}"))
+    let mut pong: Pong = serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("{subject} answered something else: {e}"))?;
+    let stats = format!("{}.stats", settings.service.name);
+    if let Ok(Ok(reply)) = tokio::time::timeout(timeout, client.request(stats, "".into())).await {
+        pong.trading_state = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+            .ok()
+            .and_then(|s| serde_json::from_value(s["trading_state"].clone()).ok());
+    }
+    Ok(pong)
 }

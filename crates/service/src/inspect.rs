@@ -61,6 +61,8 @@ pub struct Summary {
     pub open_positions: usize,
     /// Symbols with market context.
     pub symbols: usize,
+    /// The trading state the checkpoint holds.
+    pub trading_state: rl_v2_core::control::TradingState,
     /// Meta-strategy agent.
     pub meta: AgentSummary,
     /// Position-sizing agent.
@@ -133,6 +135,7 @@ pub fn summarize(state: &EngineState, states: usize, actions: usize) -> Summary 
     Summary {
         format_version: state.format_version,
         last_applied_seq: state.last_applied_seq,
+        trading_state: state.control.state,
         pending_decisions: state.pending.len(),
         open_positions: state.positions.len(),
         symbols: state.market.len(),
@@ -146,8 +149,8 @@ pub fn summarize(state: &EngineState, states: usize, actions: usize) -> Summary 
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "checkpoint format {}  last_applied_seq {}  pending decisions {}  open positions {}  symbols {}\n",
-        s.format_version, s.last_applied_seq, s.pending_decisions, s.open_positions, s.symbols
+        "checkpoint format {}  last_applied_seq {}  pending decisions {}  open positions {}  symbols {}  trading state {}\n",
+        s.format_version, s.last_applied_seq, s.pending_decisions, s.open_positions, s.symbols, s.trading_state
     ));
     let c = &s.counters;
     out.push_str(&format!(

@@ -1,5 +1,6 @@
-//! JetStream delivery: a stream captures the three event subjects, and rl-v2 consumes it in one
-//! total order from its checkpoint's `last_applied_seq + 1`.
+//! JetStream delivery: a stream captures the three event subjects and the control subject, and
+//! rl-v2 consumes it in one total order from its checkpoint's `last_applied_seq + 1` (so an
+//! operator's command takes effect between the same two events in every replay).
 //!
 //! The consumer is an ephemeral pull consumer with explicit acks, created at every start (and
 //! again whenever it is lost) at the next sequence rl-v2 needs. The checkpoint, not the
@@ -7,7 +8,7 @@
 //! dies is simply consumed again from the stream and applied to the checkpointed state, which
 //! ends in exactly the state an uninterrupted run reaches. Redeliveries and replays of
 //! sequences already applied are skipped by the event loop. Server 2.9 ignores several filters
-//! on one consumer, so the consumer has none: the stream should capture only the event
+//! on one consumer, so the consumer has none: the stream should capture only the consumed
 //! subjects, and messages on any other subject are acked and skipped.
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -109,16 +110,17 @@ pub async fn prepare_stream(
     delivery: &DeliverySettings,
     subjects: &Subjects,
 ) -> Result<stream::Stream, ServiceError> {
-    let wanted: Vec<String> = rl_v2_core::event::EventKind::ALL
-        .iter()
-        .map(|k| subjects.event(*k).to_string())
-        .collect();
+    let wanted = subjects.consumed();
     match js.get_stream(&delivery.stream).await {
         Ok(mut existing) => {
             let info = existing
                 .info()
                 .await
                 .map_err(|e| ServiceError::jetstream(format!("stream {}", delivery.stream), e))?;
+            let control = &subjects.control;
+            if !info.config.subjects.iter().any(|p| captures(p, control)) {
+                return capture_control(js, info.config.clone(), control).await;
+            }
             for subject in &wanted {
                 if !info.config.subjects.iter().any(|p| captures(p, subject)) {
                     tracing::warn!(
@@ -168,6 +170,24 @@ pub async fn prepare_stream(
             Ok(created)
         }
     }
+}
+
+/// Adds the control subject to a stream created before it was captured (by an older rl-v2), so
+/// commands are ordered with events.
+async fn capture_control(
+    js: &jetstream::Context,
+    mut config: stream::Config,
+    control: &str,
+) -> Result<stream::Stream, ServiceError> {
+    config.subjects.push(control.to_string());
+    let what = format!("add {control} to stream {}", config.name);
+    js.update_stream(&config)
+        .await
+        .map_err(|e| ServiceError::jetstream(what.clone(), e))?;
+    tracing::info!(stream = %config.name, subject = control, "the stream now captures the control subject");
+    js.get_stream(&config.name)
+        .await
+        .map_err(|e| ServiceError::jetstream(what, e))
 }
 
 /// The stream's first and last sequence.
@@ -272,7 +292,7 @@ pub fn consume(
                         }
                     }
                 }
-                let Some(kind) = subjects.kind_of(message.subject.as_str()) else {
+                let Some(kind) = subjects.topic_of(message.subject.as_str()) else {
                     metrics.message(message.subject.as_str());
                     tracing::warn!(subject = %message.subject, seq, "not an event subject; acked and skipped");
                     let _ = message.ack().await;

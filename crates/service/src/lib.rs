@@ -5,12 +5,14 @@
 //!   owns the engine, publishes decisions and hands snapshots to the [`checkpointer`];
 //! * [`checkpoint`]: the checkpoint store on disk and the Python-format Q-tables;
 //! * [`replay`] and [`inspect`]: offline tools over logs and checkpoints;
-//! * [`metrics`], [`prometheus`], [`health`], [`telemetry`], [`shutdown`]: operating it.
+//! * [`metrics`], [`prometheus`], [`health`], [`telemetry`], [`shutdown`]: operating it;
+//! * [`control`]: `rl-v2 control`, an operator's commands to the running service.
 
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod claim;
 pub mod connect;
+pub mod control;
 pub mod credentials;
 pub mod decide;
 pub mod fault;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::serve::{ServiceError, StatsReply};
+use rl_v2_core::control::{RefusalReason, TradingState};
 use rl_v2_core::engine::{Counters, EngineStats};
 
 /// A request for a stats snapshot, answered by the event loop.
@@ -110,6 +111,45 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+/// The trading state (1 for the current one), refusals by reason, commands and changes.
+fn control_metrics(r: &mut Registry, stats: &StatsReply) {
+    let c = &stats.engine.counters;
+    counter_family(
+        r,
+        "risk_refusals",
+        "Decisions the risk gate refused, by reason",
+        "reason",
+        RefusalReason::ALL.iter().map(|reason| {
+            let n = c.refusals.get(reason).copied().unwrap_or(0);
+            (reason.as_str().to_string(), n)
+        }),
+    );
+    let state = Family::<Labels, Gauge>::default();
+    for t in TradingState::ALL {
+        let on = i64::from(t == stats.engine.trading_state);
+        state
+            .get_or_create(&vec![("state".to_string(), t.as_str().to_string())])
+            .set(on);
+    }
+    r.register(
+        "trading_state",
+        "Trading state: 1 for the current one (ACTIVE, REDUCING, HALTED)",
+        state,
+    );
+    counter(
+        r,
+        "trading_state_changes",
+        "Changes of the trading state (operators and breakers)",
+        stats.engine.control.changes,
+    );
+    counter(
+        r,
+        "control_commands",
+        "Control commands applied",
+        c.control_commands,
+    );
+}
+
 /// This instance's place among the instances on the stream (see [`crate::ha`]).
 fn instance_gauges(r: &mut Registry, i: &crate::ha::InstanceReport) {
     let labels = vec![("instance".to_string(), i.id.clone())];
@@ -147,6 +187,7 @@ pub fn render(stats: &StatsReply, metrics: &ServiceMetrics) -> String {
     engine_counters(&mut r, &stats.engine.counters);
     service_counters(&mut r, &stats.service);
     engine_gauges(&mut r, &stats.engine);
+    control_metrics(&mut r, stats);
     instance_gauges(&mut r, &stats.instance);
     r.register(
         "decision_latency_seconds",

@@ -16,13 +16,15 @@
 //!
 //! Each line goes through the same path the service takes, so a log of what the service
 //! consumed, with its sequence numbers and transport times, replays into the same checkpoint it
-//! wrote.
+//! wrote. Lines on the control subject (`subjects.control`) are operator commands and move the
+//! trading state as they did in the service.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use crate::settings::Subjects;
+use crate::source::Topic;
 use rl_v2_core::engine::{Engine, Outcome};
 
 /// One line of a replay log.
@@ -121,7 +123,7 @@ pub fn replay(
         summary.lines += 1;
         let seq = line.seq.unwrap_or(previous_seq.saturating_add(1));
         previous_seq = seq;
-        let Some(kind) = subjects.kind_of(&line.subject) else {
+        let Some(topic) = subjects.topic_of(&line.subject) else {
             summary.foreign_subjects += 1;
             on_line(&summary);
             continue;
@@ -133,9 +135,16 @@ pub fn replay(
         if let Some(t) = line.received_at.filter(|t| t.is_finite()) {
             received_at = Some(t);
         }
-        let outcome = match received_at {
-            Some(t) => engine.ingest(seq, kind, &payload, t, max_payload_bytes),
-            None => engine.ingest_untimed(seq, kind, &payload, 0.0, max_payload_bytes),
+        let outcome = match (topic, received_at) {
+            (Topic::Control, t) => {
+                engine.ingest_control(seq, &payload, t.unwrap_or(0.0), max_payload_bytes)
+            }
+            (Topic::Event(kind), Some(t)) => {
+                engine.ingest(seq, kind, &payload, t, max_payload_bytes)
+            }
+            (Topic::Event(kind), None) => {
+                engine.ingest_untimed(seq, kind, &payload, 0.0, max_payload_bytes)
+            }
         };
         match outcome {
             Outcome::Applied {
@@ -294,5 +303,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("line 2 "), "{err}");
+    }
+
+    #[test]
+    fn control_lines_move_the_trading_state_in_order_with_the_events() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let log = concat!(
+            r#"{"subject":"RL_V2_CONTROL","payload":{"command":"halt","reason":"r","who":"w"},"received_at":1764633600}"#,
+            "\n",
+            r#"{"subject":"PREDICTION_GENERATED","payload":{"symbol":"A","confidence":0.5}}"#,
+            "\n",
+        );
+        let summary = run(&mut engine, log, Numbering::FromLog);
+        assert_eq!((summary.applied, summary.decisions), (2, 0));
+        let stats = engine.stats();
+        assert_eq!(
+            stats.trading_state,
+            rl_v2_core::control::TradingState::Halted
+        );
+        assert_eq!(stats.counters.refusals.values().sum::<u64>(), 1);
     }
 }

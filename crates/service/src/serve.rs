@@ -24,7 +24,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::checkpointer::Checkpointer;
 use crate::metrics::{ServiceMetrics, ServiceSnapshot};
 use crate::settings::{DeliveryMode, Settings};
-use crate::source::{Delivery, Inbound, Source};
+use crate::source::{Delivery, Inbound, Source, Topic};
 use crate::{
     connect, decide, fault, ha, jetstream, mode, prometheus, slow_consumer, source, supervise,
 };
@@ -32,6 +32,8 @@ use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, EngineStats, Outcome};
 use rl_v2_core::event::DecodeError;
+
+mod control_publish;
 
 /// Messages buffered between the sources and the event loop.
 const INBOUND_CAPACITY: usize = 4096;
@@ -641,10 +643,7 @@ impl EventLoop {
             Delivery::Core { .. } => self.engine.next_seq(),
             Delivery::JetStream { seq, .. } => *seq,
         };
-        let limit = self.settings.limits.max_payload_bytes;
-        let outcome = self
-            .engine
-            .ingest(seq, msg.kind, &msg.payload, msg.received_at, limit);
+        let outcome = self.apply(seq, &msg);
         let rejected = matches!(outcome, Outcome::Rejected(_));
         self.run_shadows(seq, &msg).await;
         // A decide request waits for this message's outcome.
@@ -661,6 +660,8 @@ impl EventLoop {
                 symbol,
                 decisions,
                 updates,
+                refusals,
+                state_changes,
                 ..
             } => {
                 self.publish_outcomes(seq, &updates).await;
@@ -671,17 +672,23 @@ impl EventLoop {
                         .decision_latency
                         .observe(msg.arrived.elapsed().as_secs_f64());
                 }
+                self.publish_control(seq, &refusals, &state_changes, &msg.delivery)
+                    .await;
+                // A close (or a refused or control message) has no decision; a request for one
+                // learns what it caused.
+                let answer = || {
+                    control_publish::answer(&refusals, &state_changes)
+                        .unwrap_or_else(|| close_answer(seq, &symbol, updates))
+                };
                 if let (true, Delivery::Core { reply: Some(reply) }) =
                     (decisions.is_empty(), &msg.delivery)
                 {
-                    // A close has no decision; a request for one learns what it caused.
-                    let answer = close_answer(seq, &symbol, updates);
-                    self.publish(reply.to_string(), answer, None).await;
+                    self.publish(reply.to_string(), answer(), None).await;
                 }
                 if let Some(seq) = decide_seq {
                     let answer = match decisions.first() {
                         Some(d) => Bytes::from(serde_json::to_vec(d).unwrap_or_default()),
-                        None => close_answer(seq, &symbol, updates),
+                        None => answer(),
                     };
                     self.waiters.deliver(seq, answer);
                 }
@@ -710,6 +717,16 @@ impl EventLoop {
             }
         }
         self.maybe_checkpoint();
+    }
+
+    /// Applies a message to the engine: an event, or a command on the control subject.
+    fn apply(&mut self, seq: u64, msg: &Inbound) -> Outcome {
+        let limit = self.settings.limits.max_payload_bytes;
+        let (payload, at) = (&msg.payload, msg.received_at);
+        match msg.kind {
+            Topic::Event(kind) => self.engine.ingest(seq, kind, payload, at, limit),
+            Topic::Control => self.engine.ingest_control(seq, payload, at, limit),
+        }
     }
 
     /// Hands a snapshot to the writer when `checkpoint.every_updates` more updates were applied;
@@ -789,12 +806,13 @@ impl EventLoop {
             let sent = self
                 .publish(held.subject.clone(), payload, held.msg_id.as_deref())
                 .await;
-            if !sent || held.subject == self.settings.subjects.dead_letter {
+            let s = &self.settings.subjects;
+            if !sent {
                 continue;
             }
-            if held.subject == self.settings.subjects.outcome {
+            if held.subject == s.outcome {
                 self.metrics.outcome_published();
-            } else if !held.subject.starts_with(&self.settings.subjects.shadow) {
+            } else if held.subject == s.meta_decision || held.subject == s.sizing_decision {
                 self.metrics.decision_published();
             }
         }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use rl_v2_core::capacity::Capacity;
+use rl_v2_core::control::{BreakerConfig, ControlConfig, GateConfig, TradingState};
 use rl_v2_core::domain::profile::{LearningProfile, ProfileLearning};
 use rl_v2_core::domain::qlearning::{Hyperparameters, StepSize};
 use rl_v2_core::domain::reward::RewardWeights;
@@ -175,6 +176,22 @@ pub struct Settings {
     /// Shadow policies run beside the live engine (`[[shadows]]`; none by default).
     #[serde(default)]
     pub shadows: Vec<crate::shadow::ShadowSettings>,
+    /// Trading state at start and the rule of `REDUCING`.
+    pub control: ControlSettings,
+    /// Risk gate rules.
+    pub risk: GateConfig,
+    /// Circuit breakers.
+    pub breakers: BreakerConfig,
+}
+
+/// Operator control settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// Trading state of a fresh engine (a checkpoint keeps its own).
+    pub initial_state: TradingState,
+    /// Highest leverage the sizing agent may choose while `REDUCING`.
+    pub reducing_max_leverage: u32,
 }
 
 /// Broker connection settings.
@@ -225,6 +242,12 @@ pub struct Subjects {
     pub outcome: String,
     /// Prefix of the shadow policies' decision subjects (`<shadow>.<name>.<agent>`).
     pub shadow: String,
+    /// Operator commands (halt, reduce, resume).
+    pub control: String,
+    /// Changes of the trading state.
+    pub trading_state: String,
+    /// Decisions the risk gate refused.
+    pub risk_refused: String,
 }
 
 impl NatsSettings {
@@ -260,6 +283,25 @@ impl Subjects {
         EventKind::ALL
             .into_iter()
             .find(|k| self.event(*k) == subject)
+    }
+
+    /// What a message on `subject` is for the event loop: an event, a control command, or
+    /// neither.
+    pub fn topic_of(&self, subject: &str) -> Option<crate::source::Topic> {
+        if subject == self.control {
+            return Some(crate::source::Topic::Control);
+        }
+        self.kind_of(subject).map(crate::source::Topic::Event)
+    }
+
+    /// The subjects the event loop consumes: the three event subjects and the control subject.
+    pub fn consumed(&self) -> Vec<String> {
+        let mut all: Vec<String> = EventKind::ALL
+            .iter()
+            .map(|k| self.event(*k).to_string())
+            .collect();
+        all.push(self.control.clone());
+        all
     }
 }
 
@@ -552,6 +594,9 @@ impl Settings {
             ("subjects.sizing_decision", &s.sizing_decision),
             ("subjects.dead_letter", &s.dead_letter),
             ("subjects.outcome", &s.outcome),
+            ("subjects.control", &s.control),
+            ("subjects.trading_state", &s.trading_state),
+            ("subjects.risk_refused", &s.risk_refused),
         ] {
             if subject.is_empty() || subject.contains(char::is_whitespace) {
                 return Err(invalid(key, "must be a subject without whitespace"));
@@ -564,6 +609,12 @@ impl Settings {
         ];
         if events[0] == events[1] || events[1] == events[2] || events[0] == events[2] {
             return Err(invalid("subjects", "the three event subjects must differ"));
+        }
+        if events.contains(&&s.control) {
+            return Err(invalid(
+                "subjects.control",
+                "must differ from the event subjects",
+            ));
         }
         if self.delivery.stream.is_empty() || self.delivery.stream.contains(['.', '*', '>', ' ']) {
             return Err(invalid(
@@ -691,6 +742,12 @@ impl Settings {
                 max_open_positions: self.limits.max_open_positions,
             },
             frozen: self.learning.frozen,
+            control: ControlConfig {
+                initial_state: self.control.initial_state,
+                reducing_max_leverage: self.control.reducing_max_leverage,
+                gate: self.risk.clone(),
+                breakers: self.breakers.clone(),
+            },
         }
     }
 }
@@ -702,6 +759,12 @@ fn engine_key(field: &str) -> String {
         "learning" | "plausibility" => field.to_string(),
         "discretizer" => format!("state.{member}_edges"),
         "capacity" => format!("limits.{member}"),
+        // The operator-control parts: `[control]`, `[risk]` (the gate) and `[breakers]`.
+        "control" => match member.split_once('.') {
+            Some(("gate", m)) => format!("risk.{m}"),
+            Some(("breakers", m)) => format!("breakers.{m}"),
+            _ => format!("control.{member}"),
+        },
         _ => match member {
             "max_leverage" => "sizing.max_leverage".to_string(),
             "reward_window_secs" | "initial_balance" | "price_history_len" => {
@@ -821,6 +884,24 @@ mod tests {
         assert!(err(&[("RL_V2__LIMITS__MAX_PENDING_DECISIONS", "0")])
             .contains("`limits.max_pending_decisions`"));
         assert!(err(&[("RL_V2__NATS__URL", "nats://a:4222,::bad::")]).contains("`nats.url`"));
+        assert!(err(&[("RL_V2__CONTROL__INITIAL_STATE", "PAUSED")]).contains("initial_state"));
+        assert!(err(&[("RL_V2__CONTROL__REDUCING_MAX_LEVERAGE", "2")])
+            .contains("`control.reducing_max_leverage`"));
+        assert!(err(&[("RL_V2__RISK__MAX_EXPOSURE", "-1")]).contains("`risk.max_exposure`"));
+        assert!(
+            err(&[("RL_V2__BREAKERS__CONFIRMATIONS", "0")]).contains("`breakers.confirmations`")
+        );
+        assert!(err(&[("RL_V2__BREAKERS__MAX_DRAWDOWN_PCT", "150")])
+            .contains("`breakers.max_drawdown_pct`"));
+        assert!(
+            err(&[("RL_V2__SUBJECTS__CONTROL", "TRADE_EXECUTED")]).contains("`subjects.control`")
+        );
+        let halted =
+            Settings::load_from(None, env(&[("RL_V2__CONTROL__INITIAL_STATE", "halted")])).unwrap();
+        assert_eq!(
+            halted.engine_config().control.initial_state,
+            TradingState::Halted
+        );
         assert!(err(&[("RL_V2__MARKET__PRICE_HISTORY_LEN", "3")])
             .contains("`market.price_history_len`"));
         assert!(err(&[("RL_V2__LIMITS__MAX_SYMBOLS", "0")]).contains("`limits.max_symbols`"));

@@ -19,10 +19,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::source::Topic;
 use rl_v2_core::decision::Decision;
 use rl_v2_core::domain::agent::AgentKind;
 use rl_v2_core::engine::{Engine, EngineConfig, Outcome};
-use rl_v2_core::event::EventKind;
 
 use crate::checkpoint::CheckpointStore;
 use crate::settings::{Settings, Subjects};
@@ -142,19 +142,29 @@ impl Shadow {
         &self.settings.name
     }
 
-    /// Applies a message the live engine applied at `seq`; returns its decisions.
+    /// Applies a message the live engine applied at `seq` (an event, or an operator's command);
+    /// returns its decisions.
     pub fn apply(
         &mut self,
         seq: u64,
-        kind: EventKind,
+        topic: Topic,
         payload: &[u8],
         received_at: f64,
         max_payload_bytes: usize,
     ) -> Vec<Decision> {
-        match self
-            .engine
-            .ingest(seq, kind, payload, received_at, max_payload_bytes)
-        {
+        let outcome = match topic {
+            Topic::Event(kind) => {
+                self.engine
+                    .ingest(seq, kind, payload, received_at, max_payload_bytes)
+            }
+            // An operator's command holds for the shadows too: a halted stack's shadows refuse
+            // as the live engine does.
+            Topic::Control => {
+                self.engine
+                    .ingest_control(seq, payload, received_at, max_payload_bytes)
+            }
+        };
+        match outcome {
             Outcome::Applied { decisions, .. } => {
                 self.events_applied += 1;
                 decisions

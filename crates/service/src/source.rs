@@ -33,10 +33,19 @@ pub enum Delivery {
     },
 }
 
+/// What a message is for the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// An event of this kind.
+    Event(EventKind),
+    /// An operator's command on the control subject.
+    Control,
+}
+
 /// One message for the event loop.
 pub struct Inbound {
-    /// Which event subject it came on.
-    pub kind: EventKind,
+    /// Which consumed subject it came on.
+    pub kind: Topic,
     /// The subject.
     pub subject: String,
     /// The raw payload.
@@ -62,13 +71,13 @@ pub fn now_secs() -> f64 {
 // costs nothing, and boxing the core subscriptions would add a pointer chase per message.
 #[allow(clippy::large_enum_variant)]
 pub enum Source {
-    /// Plain core-NATS subscriptions to the three event subjects, polled directly by the event
+    /// Plain core-NATS subscriptions to the three event subjects and the control subject, polled directly by the event
     /// loop (no task or channel in between).
     Core {
         /// The three subscriptions, merged.
         subscriptions: futures::stream::SelectAll<async_nats::Subscriber>,
         /// Subject names, to tell the event kinds apart.
-        subjects: Subjects,
+        subjects: Box<Subjects>,
         /// Message count of the connection that carries only these subscriptions.
         received: Arc<async_nats::Statistics>,
         /// Messages handed to the event loop.
@@ -81,8 +90,8 @@ pub enum Source {
 }
 
 impl Source {
-    /// Subscribes to the three event subjects on `client`, a connection that carries nothing
-    /// else: whenever the subscriptions are empty, every message it received and did not hand
+    /// Subscribes to the three event subjects and the control subject on `client`, a connection
+    /// that carries nothing else: whenever the subscriptions are empty, every message it received and did not hand
     /// over was dropped by the client (slow consumer), and that count goes to `metrics`.
     pub async fn core(
         client: &async_nats::Client,
@@ -90,8 +99,7 @@ impl Source {
         metrics: Arc<ServiceMetrics>,
     ) -> Result<Self, ServiceError> {
         let mut subs = Vec::new();
-        for kind in EventKind::ALL {
-            let subject = subjects.event(kind).to_string();
+        for subject in subjects.consumed() {
             subs.push(
                 client
                     .subscribe(subject.clone())
@@ -106,7 +114,7 @@ impl Source {
             .map_err(|e| ServiceError::nats("subscribe to the event subjects", e))?;
         Ok(Self::Core {
             subscriptions: futures::stream::select_all(subs),
-            subjects: subjects.clone(),
+            subjects: Box::new(subjects.clone()),
             received: client.statistics(),
             handed: 0,
             metrics,
@@ -135,8 +143,8 @@ impl Source {
                     }
                 };
                 *handed += 1;
-                // Only the three event subjects are subscribed to.
-                let Some(kind) = subjects.kind_of(msg.subject.as_str()) else {
+                // Only the consumed subjects are subscribed to.
+                let Some(kind) = subjects.topic_of(msg.subject.as_str()) else {
                     continue;
                 };
                 return Some(Inbound {

@@ -147,6 +147,17 @@ impl Agent {
         self.q.select(key, &self.allowed, rng)
     }
 
+    /// ε-greedy choice in state `key` among `allowed` (a subset of [`Self::allowed`] that the
+    /// risk gate left): the propensity is over `allowed`.
+    pub fn select_among(
+        &self,
+        key: &String,
+        allowed: &ActionSet,
+        rng: &mut impl RngCore,
+    ) -> Selection {
+        self.q.select(key, allowed, rng)
+    }
+
     /// Learns from one finished decision: a TD update towards `reward + γ·max Q(next)`, or
     /// towards `reward` alone when `next` is `None` (the decision's episode ended), and an
     /// episode record.

@@ -375,6 +375,25 @@ impl<S: Ord + Clone> QLearning<S> {
         }
     }
 
+    /// The ε-greedy policy's probability of each allowed action in `state`, in the order of
+    /// `allowed`: what [`Self::select`] reports as the propensity of the action it picks.
+    pub fn policy(&self, state: &S, allowed: &ActionSet) -> Vec<(usize, f64)> {
+        let greedy = self.greedy(state, allowed);
+        let uniform = self.epsilon / allowed.len() as f64;
+        allowed
+            .indices()
+            .iter()
+            .map(|&a| {
+                let p = if a == greedy {
+                    1.0 - self.epsilon + uniform
+                } else {
+                    uniform
+                };
+                (a, p)
+            })
+            .collect()
+    }
+
     /// ε-greedy choice: with probability ε a uniformly random allowed action, else the greedy
     /// one.
     pub fn select(&self, state: &S, allowed: &ActionSet, rng: &mut impl RngCore) -> Selection {

@@ -49,6 +49,11 @@ impl EquityCurve {
         self.equity
     }
 
+    /// The running equity.
+    pub fn equity(&self) -> f64 {
+        self.equity
+    }
+
     /// The points of the window, oldest first.
     pub fn points(&self) -> impl Iterator<Item = f64> + '_ {
         self.points.iter().copied()
