@@ -165,62 +165,7 @@ pub enum Command {
     /// peak memory after a small and a large number of events. Prints Markdown tables with the
     /// ratios rl-v2 ÷ baseline. Build with --release for meaningful figures. Exits 1 when a
     /// scenario cannot run.
-    Bench {
-        /// Events per saturation run.
-        #[arg(long, default_value_t = 60_000)]
-        events: u64,
-        /// Symbols the load cycles over.
-        #[arg(long, default_value_t = 1_000)]
-        symbols: u64,
-        /// Outstanding decisions allowed at saturation.
-        #[arg(long, default_value_t = 256)]
-        window: usize,
-        /// Events per second of the fixed-rate runs.
-        #[arg(long, default_value_t = 6_000)]
-        rate: u64,
-        /// Seconds of each fixed-rate run.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Symbols of the stack-shaped load.
-        #[arg(long, default_value_t = 500)]
-        stack_symbols: u64,
-        /// Prices in each stack-shaped prediction's `market_features.price_history`.
-        #[arg(long, default_value_t = 20)]
-        stack_history: usize,
-        /// Outstanding decisions allowed at saturation with the stack-shaped load.
-        #[arg(long, default_value_t = 1_000)]
-        stack_window: usize,
-        /// Q-table states of the checkpoint scenario.
-        #[arg(long, default_value_t = 100_000)]
-        checkpoint_states: usize,
-        /// Events of the small and the large memory run.
-        #[arg(long, num_args = 2, value_names = ["SMALL", "LARGE"], default_values_t = [100_000u64, 1_000_000])]
-        memory_events: Vec<u64>,
-        /// Parts to run (default: all).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<rl_v2_tools::bench::Part>,
-        /// Pairs of runs per comparison (figures are medians).
-        #[arg(long, default_value_t = 5)]
-        repeat: usize,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Table sizes (states) of the checkpoint-write memory runs.
-        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
-        write_memory_states: Vec<usize>,
-        /// Lease TTL, in seconds, of the hot-standby failover runs.
-        #[arg(long, default_value_t = 5.0)]
-        failover_ttl: f64,
-        /// Internal: write one checkpoint of this many states and print what it cost.
-        #[arg(long, hide = true)]
-        write_memory_child: Option<usize>,
-        /// Internal: run the memory workload with this many events and print peak RSS.
-        #[arg(long, hide = true)]
-        memory_child: Option<u64>,
-        /// Internal: symbols of the memory workload.
-        #[arg(long, hide = true, default_value_t = 10_000)]
-        symbols_memory: u64,
-    },
+    Bench(BenchArgs),
     /// Operate the running service: show or change its trading state.
     ///
     /// Uses the same settings as serve (nats.url, credentials, subjects.control,
@@ -273,6 +218,65 @@ pub struct CommandArgs {
     /// Who asks (default: $USER, else nats.user).
     #[arg(long)]
     pub who: Option<String>,
+}
+
+/// `rl-v2 bench`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Events per saturation run.
+    #[arg(long, default_value_t = 60_000)]
+    events: u64,
+    /// Symbols the load cycles over.
+    #[arg(long, default_value_t = 1_000)]
+    symbols: u64,
+    /// Outstanding decisions allowed at saturation.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Events per second of the fixed-rate runs.
+    #[arg(long, default_value_t = 6_000)]
+    rate: u64,
+    /// Seconds of each fixed-rate run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Symbols of the stack-shaped load.
+    #[arg(long, default_value_t = 500)]
+    stack_symbols: u64,
+    /// Prices in each stack-shaped prediction's `market_features.price_history`.
+    #[arg(long, default_value_t = 20)]
+    stack_history: usize,
+    /// Outstanding decisions allowed at saturation with the stack-shaped load.
+    #[arg(long, default_value_t = 1_000)]
+    stack_window: usize,
+    /// Q-table states of the checkpoint scenario.
+    #[arg(long, default_value_t = 100_000)]
+    checkpoint_states: usize,
+    /// Events of the small and the large memory run.
+    #[arg(long, num_args = 2, value_names = ["SMALL", "LARGE"], default_values_t = [100_000u64, 1_000_000])]
+    memory_events: Vec<u64>,
+    /// Parts to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<rl_v2_tools::bench::Part>,
+    /// Pairs of runs per comparison (figures are medians).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Table sizes (states) of the checkpoint-write memory runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
+    write_memory_states: Vec<usize>,
+    /// Lease TTL, in seconds, of the hot-standby failover runs.
+    #[arg(long, default_value_t = 5.0)]
+    failover_ttl: f64,
+    /// Internal: write one checkpoint of this many states and print what it cost.
+    #[arg(long, hide = true)]
+    write_memory_child: Option<usize>,
+    /// Internal: run the memory workload with this many events and print peak RSS.
+    #[arg(long, hide = true)]
+    memory_child: Option<u64>,
+    /// Internal: symbols of the memory workload.
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    symbols_memory: u64,
 }
 
 fn load_settings(path: Option<&Path>) -> Result<Settings, ExitCode> {
@@ -367,70 +371,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             out,
             force,
         } => import(&settings, meta, sizing, out, force),
-        Command::Bench {
-            events,
-            symbols,
-            window,
-            rate,
-            seconds,
-            stack_symbols,
-            stack_history,
-            stack_window,
-            checkpoint_states,
-            memory_events,
-            only,
-            repeat,
-            json,
-            memory_child,
-            symbols_memory,
-            write_memory_states,
-            write_memory_child,
-            failover_ttl,
-        } => {
-            if let Some(states) = write_memory_child {
-                let measured = rl_v2_tools::bench::write_memory::child(states).map_err(fail)?;
-                print_json_or(true, &measured, String::new);
-                return Ok(());
-            }
-            if let Some(n) = memory_child {
-                let (rss, states) = rl_v2_tools::bench::memory_run(n, symbols_memory);
-                println!("{rss} {states}");
-                return Ok(());
-            }
-            let defaults = rl_v2_tools::bench::BenchOptions::default();
-            let opts = rl_v2_tools::bench::BenchOptions {
-                events,
-                symbols,
-                window,
-                rate,
-                seconds,
-                stack_symbols,
-                stack_history,
-                stack_window,
-                checkpoint_states,
-                memory_events: (
-                    memory_events
-                        .first()
-                        .copied()
-                        .unwrap_or(defaults.memory_events.0),
-                    memory_events
-                        .get(1)
-                        .copied()
-                        .unwrap_or(defaults.memory_events.1),
-                ),
-                memory_symbols: symbols_memory,
-                write_memory_states,
-                parts: if only.is_empty() {
-                    defaults.parts.clone()
-                } else {
-                    only
-                },
-                repeat,
-                failover_ttl_secs: failover_ttl,
-                ..defaults
-            };
-            bench(&settings, &opts, json)
-        }
+        Command::Bench(args) => bench_command(&settings, args),
         Command::Health { timeout } => health(&settings, timeout),
         Command::Control {
             action,
@@ -621,6 +562,73 @@ fn import(
         path.display()
     );
     Ok(())
+}
+
+/// `rl-v2 bench`: the comparison, or one of its child processes.
+fn bench_command(settings: &Settings, args: BenchArgs) -> Result<(), ExitCode> {
+    let BenchArgs {
+        events,
+        symbols,
+        window,
+        rate,
+        seconds,
+        stack_symbols,
+        stack_history,
+        stack_window,
+        checkpoint_states,
+        memory_events,
+        only,
+        repeat,
+        json,
+        memory_child,
+        symbols_memory,
+        write_memory_states,
+        write_memory_child,
+        failover_ttl,
+    } = args;
+    if let Some(states) = write_memory_child {
+        let measured = rl_v2_tools::bench::write_memory::child(states).map_err(fail)?;
+        print_json_or(true, &measured, String::new);
+        return Ok(());
+    }
+    if let Some(n) = memory_child {
+        let (rss, states) = rl_v2_tools::bench::memory_run(n, symbols_memory);
+        println!("{rss} {states}");
+        return Ok(());
+    }
+    let defaults = rl_v2_tools::bench::BenchOptions::default();
+    let opts = rl_v2_tools::bench::BenchOptions {
+        events,
+        symbols,
+        window,
+        rate,
+        seconds,
+        stack_symbols,
+        stack_history,
+        stack_window,
+        checkpoint_states,
+        memory_events: (
+            memory_events
+                .first()
+                .copied()
+                .unwrap_or(defaults.memory_events.0),
+            memory_events
+                .get(1)
+                .copied()
+                .unwrap_or(defaults.memory_events.1),
+        ),
+        memory_symbols: symbols_memory,
+        write_memory_states,
+        parts: if only.is_empty() {
+            defaults.parts.clone()
+        } else {
+            only
+        },
+        repeat,
+        failover_ttl_secs: failover_ttl,
+        ..defaults
+    };
+    bench(settings, &opts, json)
 }
 
 /// `rl-v2 bench`: measures rl-v2 against the bare baselines and prints the report.

@@ -218,84 +218,106 @@ async fn decide(ctx: &Context, message: &async_nats::Message) -> Bytes {
             ),
         );
     }
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let headers = message.headers.clone().unwrap_or_default();
     match ctx.mode {
-        DeliveryMode::Core => {
-            let forwarded = ctx.client.request_with_headers(
-                subject.to_string(),
-                headers,
-                message.payload.clone(),
-            );
-            tokio::select! {
-                reply = tokio::time::timeout(ctx.timeout, forwarded) => match reply {
-                    Ok(Ok(reply)) => reply.payload,
-                    Ok(Err(e)) => failure("unavailable", e),
-                    Err(_) => failure("timeout", format!("no decision within {:?}", ctx.timeout)),
-                },
-                () = ctx.waiters.closed.cancelled() => shutting_down(None),
-            }
-        }
+        DeliveryMode::Core => decide_core(ctx, subject, headers, message.payload.clone()).await,
         DeliveryMode::Jetstream => {
-            headers.insert(REQUEST_HEADER, "1");
-            let js = async_nats::jetstream::new(ctx.client.clone());
-            let deadline = tokio::time::Instant::now() + ctx.timeout;
-            let published = async {
-                js.publish_with_headers(subject.to_string(), headers, message.payload.clone())
-                    .await?
-                    .await
-                    .map_err(async_nats::Error::from)
-            };
-            let ack = match tokio::time::timeout_at(deadline, published).await {
-                Ok(Ok(ack)) => ack,
-                Ok(Err(e)) => return failure("publish_failed", format!("the stream did not take the event: {e}")),
-                Err(_) => {
-                    return failure(
-                        "publish_failed",
-                        format!("the stream did not acknowledge the event within {:?}; it may or may not be in the stream", ctx.timeout),
-                    )
-                }
-            };
-            let seq = ack.sequence;
-            if ack.stream != ctx.stream {
-                return answer(serde_json::json!({
-                    "reason": "wrong_stream",
-                    "event_seq": seq,
-                    "error": format!("the event went into stream {}, which rl-v2 does not consume (it consumes {})", ack.stream, ctx.stream),
-                }));
-            }
-            if ack.duplicate {
-                return answer(serde_json::json!({
-                    "reason": "duplicate",
-                    "event_seq": seq,
-                    "error": "the stream already holds this event (same Nats-Msg-Id): it was applied, or will be, once",
-                }));
-            }
-            let rx = match ctx.waiters.claim(seq) {
-                Some(Claim::Ready(reply)) => return reply,
-                Some(Claim::Wait(rx)) => rx,
-                None => return failure("internal", "decide waiters unavailable"),
-            };
-            let outcome = tokio::select! {
-                outcome = tokio::time::timeout_at(deadline, rx) => outcome,
-                () = ctx.waiters.closed.cancelled() => {
-                    ctx.waiters.forget(seq);
-                    return shutting_down(Some(seq));
-                }
-            };
-            match outcome {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(_)) | Err(_) => {
-                    ctx.waiters.forget(seq);
-                    answer(serde_json::json!({
-                        "reason": "timeout",
-                        "event_seq": seq,
-                        "error": format!(
-                            "no decision within {:?}; the event is in the stream at sequence {seq} and will be applied: do not send it again",
-                            ctx.timeout
-                        ),
-                    }))
-                }
-            }
+            decide_jetstream(ctx, subject, headers, message.payload.clone()).await
+        }
+    }
+}
+
+/// Core mode: the request is forwarded to the event subject, whose reply is the decision.
+async fn decide_core(
+    ctx: &Context,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+) -> Bytes {
+    let forwarded = ctx
+        .client
+        .request_with_headers(subject.to_string(), headers, payload);
+    tokio::select! {
+        reply = tokio::time::timeout(ctx.timeout, forwarded) => match reply {
+            Ok(Ok(reply)) => reply.payload,
+            Ok(Err(e)) => failure("unavailable", e),
+            Err(_) => failure("timeout", format!("no decision within {:?}", ctx.timeout)),
+        },
+        () = ctx.waiters.closed.cancelled() => shutting_down(None),
+    }
+}
+
+/// JetStream mode: the event is published into the stream, and the answer is the decision made
+/// when the event loop applies it at its sequence.
+async fn decide_jetstream(
+    ctx: &Context,
+    subject: &str,
+    mut headers: async_nats::HeaderMap,
+    payload: Bytes,
+) -> Bytes {
+    headers.insert(REQUEST_HEADER, "1");
+    let js = async_nats::jetstream::new(ctx.client.clone());
+    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    let published = async {
+        js.publish_with_headers(subject.to_string(), headers, payload)
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    };
+    let ack = match tokio::time::timeout_at(deadline, published).await {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(e)) => return failure("publish_failed", format!("the stream did not take the event: {e}")),
+        Err(_) => {
+            return failure(
+                "publish_failed",
+                format!("the stream did not acknowledge the event within {:?}; it may or may not be in the stream", ctx.timeout),
+            )
+        }
+    };
+    let seq = ack.sequence;
+    if ack.stream != ctx.stream {
+        return answer(serde_json::json!({
+            "reason": "wrong_stream",
+            "event_seq": seq,
+            "error": format!("the event went into stream {}, which rl-v2 does not consume (it consumes {})", ack.stream, ctx.stream),
+        }));
+    }
+    if ack.duplicate {
+        return answer(serde_json::json!({
+            "reason": "duplicate",
+            "event_seq": seq,
+            "error": "the stream already holds this event (same Nats-Msg-Id): it was applied, or will be, once",
+        }));
+    }
+    wait_for_outcome(ctx, seq, deadline).await
+}
+
+/// The event loop's answer for the event at `seq`, or why there is none by `deadline`.
+async fn wait_for_outcome(ctx: &Context, seq: u64, deadline: tokio::time::Instant) -> Bytes {
+    let rx = match ctx.waiters.claim(seq) {
+        Some(Claim::Ready(reply)) => return reply,
+        Some(Claim::Wait(rx)) => rx,
+        None => return failure("internal", "decide waiters unavailable"),
+    };
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout_at(deadline, rx) => outcome,
+        () = ctx.waiters.closed.cancelled() => {
+            ctx.waiters.forget(seq);
+            return shutting_down(Some(seq));
+        }
+    };
+    match outcome {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) | Err(_) => {
+            ctx.waiters.forget(seq);
+            answer(serde_json::json!({
+                "reason": "timeout",
+                "event_seq": seq,
+                "error": format!(
+                    "no decision within {:?}; the event is in the stream at sequence {seq} and will be applied: do not send it again",
+                    ctx.timeout
+                ),
+            }))
         }
     }
 }

@@ -213,115 +213,145 @@ pub fn consume(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         crate::supervise::fault_point("jetstream_consumer");
-        let mut next = start_seq;
-        'consumers: while !shutdown.is_cancelled() {
-            let config = consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next,
-                },
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs_f64(delivery.ack_wait_secs),
-                inactive_threshold: INACTIVE_THRESHOLD,
-                description: Some("rl-v2".into()),
-                ..Default::default()
-            };
-            let messages = match stream.create_consumer(config).await {
-                Ok(c) => {
-                    c.stream()
-                        .max_messages_per_batch(BATCH)
-                        .heartbeat(HEARTBEAT)
-                        .messages()
-                        .await
+        let mut feed = Feed {
+            next: start_seq,
+            subjects,
+            tx,
+            metrics,
+        };
+        while !shutdown.is_cancelled() {
+            match open(&stream, feed.next, &delivery).await {
+                Ok(mut messages) => {
+                    tracing::info!(start_seq = feed.next, "consuming");
+                    if let Flow::Stop = feed.forward(&mut messages, &shutdown).await {
+                        return;
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, start_seq = next, "cannot create the consumer; retrying");
-                    if pause(&shutdown).await {
-                        break;
-                    }
-                    continue;
+                    tracing::warn!(error = %e, start_seq = feed.next, "cannot consume; retrying")
                 }
-            };
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start consuming; retrying");
-                    if pause(&shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            tracing::info!(start_seq = next, "consuming");
-            // The first message of a new consumer fixes where the stream really is (messages may
-            // have been deleted); after it, a jump in sequence means messages were lost in
-            // transit, and the consumer is recreated at the gap.
-            let mut contiguous_from: Option<u64> = None;
-            loop {
-                let item = tokio::select! {
-                    item = messages.next() => item,
-                    _ = shutdown.cancelled() => break 'consumers,
-                };
-                let message = match item {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer lost; recreating it at sequence {next}");
-                        break;
-                    }
-                    None => break,
-                };
-                let (seq, published, redelivered) = match message.info() {
-                    Ok(info) => (
-                        info.stream_sequence,
-                        info.published.unix_timestamp_nanos() as f64 / 1e9,
-                        info.delivered > 1,
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "message without JetStream metadata; skipped");
-                        continue;
-                    }
-                };
-                if !redelivered {
-                    if let Some(expected) = contiguous_from {
-                        if seq > expected {
-                            tracing::warn!(
-                                expected,
-                                got = seq,
-                                "gap in delivery; recreating the consumer"
-                            );
-                            break;
-                        }
-                    }
-                }
-                let Some(kind) = subjects.topic_of(message.subject.as_str()) else {
-                    metrics.message(message.subject.as_str());
-                    tracing::warn!(subject = %message.subject, seq, "not an event subject; acked and skipped");
-                    let _ = message.ack().await;
-                    next = next.max(seq + 1);
-                    contiguous_from = Some(next);
-                    continue;
-                };
-                let inbound = Inbound {
-                    kind,
-                    subject: message.subject.to_string(),
-                    payload: message.payload.clone(),
-                    received_at: published,
-                    arrived: std::time::Instant::now(),
-                    delivery: Delivery::JetStream {
-                        seq,
-                        message: Box::new(message),
-                    },
-                };
-                if tx.send(inbound).await.is_err() {
-                    return;
-                }
-                next = next.max(seq + 1);
-                contiguous_from = Some(next);
             }
             if pause(&shutdown).await {
                 break;
             }
         }
     })
+}
+
+/// An ephemeral pull consumer from `start_seq` with explicit acks, and its message stream.
+async fn open(
+    stream: &stream::Stream,
+    start_seq: u64,
+    delivery: &DeliverySettings,
+) -> Result<consumer::pull::Stream, crate::serve::BoxError> {
+    let config = consumer::pull::Config {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start_seq,
+        },
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs_f64(delivery.ack_wait_secs),
+        inactive_threshold: INACTIVE_THRESHOLD,
+        description: Some("rl-v2".into()),
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await?;
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(HEARTBEAT)
+        .messages()
+        .await?)
+}
+
+/// What the consumer task does after a consumer's messages end.
+enum Flow {
+    /// Create a new consumer at the next sequence.
+    Recreate,
+    /// Shutdown, or the event loop is gone.
+    Stop,
+}
+
+/// Hands the stream's messages to the event loop, and knows the next sequence to ask for.
+struct Feed {
+    next: u64,
+    subjects: Subjects,
+    tx: mpsc::Sender<Inbound>,
+    metrics: Arc<ServiceMetrics>,
+}
+
+impl Feed {
+    /// Forwards `messages` until they end, fail, or skip a sequence.
+    async fn forward(
+        &mut self,
+        messages: &mut consumer::pull::Stream,
+        shutdown: &CancellationToken,
+    ) -> Flow {
+        // The first message of a new consumer fixes where the stream really is (messages may
+        // have been deleted); after it, a jump in sequence means messages were lost in
+        // transit, and the consumer is recreated at the gap.
+        let mut contiguous_from: Option<u64> = None;
+        loop {
+            let item = tokio::select! {
+                item = messages.next() => item,
+                _ = shutdown.cancelled() => return Flow::Stop,
+            };
+            let message = match item {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer lost; recreating it at sequence {}", self.next);
+                    return Flow::Recreate;
+                }
+                None => return Flow::Recreate,
+            };
+            let (seq, published, redelivered) = match message.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    info.published.unix_timestamp_nanos() as f64 / 1e9,
+                    info.delivered > 1,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "message without JetStream metadata; skipped");
+                    continue;
+                }
+            };
+            if let Some(expected) = contiguous_from.filter(|e| !redelivered && seq > *e) {
+                tracing::warn!(
+                    expected,
+                    got = seq,
+                    "gap in delivery; recreating the consumer"
+                );
+                return Flow::Recreate;
+            }
+            if !self.hand_over(message, seq, published).await {
+                return Flow::Stop;
+            }
+            self.next = self.next.max(seq + 1);
+            contiguous_from = Some(self.next);
+        }
+    }
+
+    /// Sends one message to the event loop (or acks and skips one on a subject rl-v2 does not
+    /// consume); false when the event loop is gone.
+    async fn hand_over(&self, message: jetstream::Message, seq: u64, published: f64) -> bool {
+        let Some(kind) = self.subjects.topic_of(message.subject.as_str()) else {
+            self.metrics.message(message.subject.as_str());
+            tracing::warn!(subject = %message.subject, seq, "not an event subject; acked and skipped");
+            let _ = message.ack().await;
+            return true;
+        };
+        let inbound = Inbound {
+            kind,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            received_at: published,
+            arrived: std::time::Instant::now(),
+            delivery: Delivery::JetStream {
+                seq,
+                message: Box::new(message),
+            },
+        };
+        self.tx.send(inbound).await.is_ok()
+    }
 }
 
 /// Waits before a retry; true when shutdown came first.

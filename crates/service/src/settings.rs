@@ -557,6 +557,24 @@ impl Settings {
 
     /// Checks every value that has a domain; the error names the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.validate_nats()?;
+        self.validate_subjects()?;
+        self.validate_durations()?;
+        self.validate_service()?;
+        crate::ha::validate(self)?;
+        if let Err(problem) = check_level_filter(&self.log.level) {
+            return Err(invalid("log.level", problem));
+        }
+        if let Err((key, problem)) = crate::shadow::validate(&self.shadows, &self.subjects) {
+            return Err(invalid(&key, problem));
+        }
+        self.engine_config()
+            .validate()
+            .map_err(|e| invalid(&engine_key(&e.field), e.problem))
+    }
+
+    /// `[nats]`: servers, credentials, buffers and TLS.
+    fn validate_nats(&self) -> Result<(), SettingsError> {
         let servers = self.nats.servers();
         if servers.is_empty() {
             return Err(invalid("nats.url", "must not be empty"));
@@ -585,6 +603,11 @@ impl Settings {
         if self.nats.tls_cert.is_empty() != self.nats.tls_key.is_empty() {
             return Err(invalid("nats.tls_key", "tls_cert and tls_key go together"));
         }
+        Ok(())
+    }
+
+    /// `[subjects]`: each a subject, the three event subjects and the control subject apart.
+    fn validate_subjects(&self) -> Result<(), SettingsError> {
         let s = &self.subjects;
         for (key, subject) in [
             ("subjects.prediction_generated", &s.prediction_generated),
@@ -616,6 +639,11 @@ impl Settings {
                 "must differ from the event subjects",
             ));
         }
+        Ok(())
+    }
+
+    /// `[delivery]`'s stream, and every duration in its range.
+    fn validate_durations(&self) -> Result<(), SettingsError> {
         if self.delivery.stream.is_empty() || self.delivery.stream.contains(['.', '*', '>', ' ']) {
             return Err(invalid(
                 "delivery.stream",
@@ -663,6 +691,11 @@ impl Settings {
                 format!("must be at most {MAX_WINDOW_SECS} (0 for no limit)"),
             ));
         }
+        Ok(())
+    }
+
+    /// Checkpoint cadence, payload limit, and `[service]`'s name and metrics address.
+    fn validate_service(&self) -> Result<(), SettingsError> {
         if self.checkpoint.every_updates == 0 {
             return Err(invalid("checkpoint.every_updates", "must be at least 1"));
         }
@@ -690,16 +723,7 @@ impl Settings {
                 "must be host:port, like 0.0.0.0:9464",
             ));
         }
-        crate::ha::validate(self)?;
-        if let Err(problem) = check_level_filter(&self.log.level) {
-            return Err(invalid("log.level", problem));
-        }
-        if let Err((key, problem)) = crate::shadow::validate(&self.shadows, &self.subjects) {
-            return Err(invalid(&key, problem));
-        }
-        self.engine_config()
-            .validate()
-            .map_err(|e| invalid(&engine_key(&e.field), e.problem))
+        Ok(())
     }
 
     /// The engine's settings.
