@@ -455,6 +455,16 @@ enum Cap {
     Positions,
 }
 
+/// What a close brings to the rewards of its decisions.
+#[derive(Clone, Copy)]
+struct Closed<'a> {
+    seq: u64,
+    symbol: &'a str,
+    at: At,
+    close: &'a Close,
+    market: MarketView,
+}
+
 fn worth_logging(n: u64) -> bool {
     n.is_power_of_two()
 }
@@ -1083,12 +1093,39 @@ impl Engine {
             volatility: c.volatility.unwrap_or(computed.volatility),
             pressure: computed.pressure,
         };
-        let position = self.state.positions.remove(&event.symbol);
-        if let Some(p) = &position {
-            self.ages.positions.removed(&event.symbol, p.sizing.time);
+        let (meta, sizing) = self.take_decisions(&event.symbol, at.now);
+        if meta.is_none() && sizing.is_none() {
+            self.state.counters.closes_without_decision += 1;
+            return;
         }
-        let (meta, sizing) = match position {
-            Some(p) if !self.expired(p.sizing.time, at.now) => {
+        let close = Closed {
+            seq,
+            symbol: &event.symbol,
+            at,
+            close: c,
+            market,
+        };
+        if let Some(m) = meta {
+            self.reward_meta(&close, m);
+        }
+        if let Some(z) = sizing {
+            self.reward_sizing(&close, z);
+        }
+    }
+
+    /// The decisions a close of `symbol` rewards: the open position's meta and sizing decisions,
+    /// or, without a live position, the pending meta decision alone. Expired ones are counted.
+    fn take_decisions(
+        &mut self,
+        symbol: &str,
+        now: f64,
+    ) -> (Option<PendingMeta>, Option<PendingSizing>) {
+        let position = self.state.positions.remove(symbol);
+        if let Some(p) = &position {
+            self.ages.positions.removed(symbol, p.sizing.time);
+        }
+        match position {
+            Some(p) if !self.expired(p.sizing.time, now) => {
                 let p = Arc::unwrap_or_clone(p);
                 (p.meta, Some(p.sizing))
             }
@@ -1096,118 +1133,149 @@ impl Engine {
                 if expired.is_some() {
                     self.state.counters.expired_positions += 1;
                 }
-                (self.take_pending(&event.symbol, at.now), None)
+                (self.take_pending(symbol, now), None)
             }
+        }
+    }
+
+    /// Rewards the meta decision `m` with the close's outcome.
+    fn reward_meta(&mut self, closed: &Closed, m: PendingMeta) {
+        let Closed {
+            seq,
+            symbol,
+            at,
+            close: c,
+            market,
+        } = *closed;
+        let outcome = MetaOutcome {
+            pnl_pct: c.pnl_pct,
+            max_drawdown_pct: c.max_drawdown_pct,
+            sharpe: sharpe_signal(self.state.pnl_window.values()),
+            regime_at_decision: m.regime,
+            regime_at_close: market.regime,
+            confidence: m.confidence,
         };
-        if meta.is_none() && sizing.is_none() {
-            self.state.counters.closes_without_decision += 1;
-            return;
-        }
-        if let Some(m) = meta {
-            let outcome = MetaOutcome {
-                pnl_pct: c.pnl_pct,
-                max_drawdown_pct: c.max_drawdown_pct,
-                sharpe: sharpe_signal(self.state.pnl_window.values()),
-                regime_at_decision: m.regime,
-                regime_at_close: market.regime,
-                confidence: m.confidence,
-            };
-            let raw_reward = if self.config.python_compat() {
-                let window: Vec<f64> = self.state.pnl_window.values().collect();
-                python_compat::meta_reward(
-                    &self.config.rewards,
-                    &python_compat::MetaOutcome {
-                        pnl_pct: c.pnl_pct,
-                        drawdown_pct: c.max_drawdown_pct,
-                        pnl_window: &window,
-                        regime_at_close: Some(market.regime),
-                        regime_at_decision: Some(m.regime),
-                        confidence: m.confidence,
-                    },
-                )
-            } else {
-                self.config.rewards.meta_reward(&outcome)
-            };
-            let reward = self.bounded(raw_reward, &m.decision_id);
-            let next = self
-                .config
-                .discretizer
-                .meta_key(&self.meta_state(market, m.confidence));
-            let bootstrap = !self.config.close_ends_episode;
-            let result = if self.config.frozen {
-                Ok(self.state.meta.q().q(&m.state_key, m.action))
-            } else {
-                self.state
-                    .meta
-                    .learn(&m.state_key, m.action, reward, bootstrap.then_some(&next))
-            };
-            self.record_update(Update {
-                agent: AgentKind::MetaStrategy,
-                decision_id: m.decision_id,
-                symbol: event.symbol.clone(),
-                state_key: m.state_key,
-                action: m.action,
-                logged: m.logged,
-                raw_reward,
-                reward,
-                parts: RewardParts::meta(&outcome),
-                next_state_key: bootstrap.then(|| next.clone()),
-                state_at_close: next,
-                applied: result.is_ok(),
-                seq,
-                time: at.event_time,
-            });
-        }
-        if let Some(z) = sizing {
-            let outcome = SizingOutcome {
-                pnl_pct: c.pnl_pct,
-                leverage: f64::from(z.leverage),
-                exposure: z.reward_exposure,
-                volatility: market.volatility,
-            };
-            let raw_reward = if self.config.python_compat() {
-                python_compat::sizing_reward(
-                    &self.config.rewards,
-                    c.pnl_pct,
-                    f64::from(z.leverage),
-                    z.reward_exposure,
-                    market.volatility,
-                )
-            } else {
-                self.config.rewards.sizing_reward(&outcome)
-            };
-            let reward = self.bounded(raw_reward, &z.decision_id);
-            let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
-            let next = self.config.discretizer.sizing_key(&self.sizing_state(
-                z.confidence,
-                exposure,
+        let raw_reward = if self.config.python_compat() {
+            let window: Vec<f64> = self.state.pnl_window.values().collect();
+            python_compat::meta_reward(
+                &self.config.rewards,
+                &python_compat::MetaOutcome {
+                    pnl_pct: c.pnl_pct,
+                    drawdown_pct: c.max_drawdown_pct,
+                    pnl_window: &window,
+                    regime_at_close: Some(market.regime),
+                    regime_at_decision: Some(m.regime),
+                    confidence: m.confidence,
+                },
+            )
+        } else {
+            self.config.rewards.meta_reward(&outcome)
+        };
+        let reward = self.bounded(raw_reward, &m.decision_id);
+        let next = self
+            .config
+            .discretizer
+            .meta_key(&self.meta_state(market, m.confidence));
+        let bootstrap = !self.config.close_ends_episode;
+        let applied = self.learn(
+            AgentKind::MetaStrategy,
+            (&m.state_key, m.action),
+            reward,
+            bootstrap.then_some(&next),
+        );
+        self.record_update(Update {
+            agent: AgentKind::MetaStrategy,
+            decision_id: m.decision_id,
+            symbol: symbol.to_string(),
+            state_key: m.state_key,
+            action: m.action,
+            logged: m.logged,
+            raw_reward,
+            reward,
+            parts: RewardParts::meta(&outcome),
+            next_state_key: bootstrap.then(|| next.clone()),
+            state_at_close: next,
+            applied,
+            seq,
+            time: at.event_time,
+        });
+    }
+
+    /// Rewards the sizing decision `z` with the close's outcome.
+    fn reward_sizing(&mut self, closed: &Closed, z: PendingSizing) {
+        let Closed {
+            seq,
+            symbol,
+            at,
+            close: c,
+            market,
+        } = *closed;
+        let outcome = SizingOutcome {
+            pnl_pct: c.pnl_pct,
+            leverage: f64::from(z.leverage),
+            exposure: z.reward_exposure,
+            volatility: market.volatility,
+        };
+        let raw_reward = if self.config.python_compat() {
+            python_compat::sizing_reward(
+                &self.config.rewards,
+                c.pnl_pct,
+                f64::from(z.leverage),
+                z.reward_exposure,
                 market.volatility,
-            ));
-            let bootstrap = !self.config.close_ends_episode;
-            let result = if self.config.frozen {
-                Ok(self.state.sizing.q().q(&z.state_key, z.action))
-            } else {
-                self.state
-                    .sizing
-                    .learn(&z.state_key, z.action, reward, bootstrap.then_some(&next))
-            };
-            self.record_update(Update {
-                agent: AgentKind::PositionSizing,
-                decision_id: z.decision_id,
-                symbol: event.symbol.clone(),
-                state_key: z.state_key,
-                action: z.action,
-                logged: z.logged,
-                raw_reward,
-                reward,
-                parts: RewardParts::sizing(&outcome),
-                next_state_key: bootstrap.then(|| next.clone()),
-                state_at_close: next,
-                applied: result.is_ok(),
-                seq,
-                time: at.event_time,
-            });
+            )
+        } else {
+            self.config.rewards.sizing_reward(&outcome)
+        };
+        let reward = self.bounded(raw_reward, &z.decision_id);
+        let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
+        let next = self.config.discretizer.sizing_key(&self.sizing_state(
+            z.confidence,
+            exposure,
+            market.volatility,
+        ));
+        let bootstrap = !self.config.close_ends_episode;
+        let applied = self.learn(
+            AgentKind::PositionSizing,
+            (&z.state_key, z.action),
+            reward,
+            bootstrap.then_some(&next),
+        );
+        self.record_update(Update {
+            agent: AgentKind::PositionSizing,
+            decision_id: z.decision_id,
+            symbol: symbol.to_string(),
+            state_key: z.state_key,
+            action: z.action,
+            logged: z.logged,
+            raw_reward,
+            reward,
+            parts: RewardParts::sizing(&outcome),
+            next_state_key: bootstrap.then(|| next.clone()),
+            state_at_close: next,
+            applied,
+            seq,
+            time: at.event_time,
+        });
+    }
+
+    /// One Q-update of `agent` (none when the engine is frozen: the table and ε stay as they
+    /// are); whether it was applied (a non-finite result is refused).
+    fn learn(
+        &mut self,
+        agent: AgentKind,
+        (state_key, action): (&String, usize),
+        reward: f64,
+        next: Option<&String>,
+    ) -> bool {
+        let agent = match agent {
+            AgentKind::MetaStrategy => &mut self.state.meta,
+            AgentKind::PositionSizing => &mut self.state.sizing,
+        };
+        if self.config.frozen {
+            return true;
         }
+        agent.learn(state_key, action, reward, next).is_ok()
     }
 
     /// The reward bounded to the plausible range (counted when it had to be clamped).
