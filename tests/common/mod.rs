@@ -101,13 +101,18 @@ impl Service {
         }
     }
 
-    /// Waits until the micro service answers PING.
+    /// Waits until the micro service answers PING and its stats endpoint answers.
     pub async fn ready(&self, client: &async_nats::Client) {
         let deadline = Instant::now() + WAIT;
         loop {
+            // PING is answered as soon as the micro service exists, which can be before its
+            // endpoints have subscribed: ready means the stats endpoint answers too.
             let ping = client.request("$SRV.PING.rl_v2", "".into());
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
-                return;
+                let stats = client.request("rl_v2.stats", "".into());
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), stats).await {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -295,6 +300,10 @@ pub fn events(n: usize) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// How long one event may go unacknowledged by the stream while a broker restarts or a
+/// cluster elects a new stream leader (2.9 clusters have taken over 30 s under load).
+const PUBLISH_WAIT: Duration = Duration::from_secs(90);
+
 /// Publishes events into the stream, each with a `Nats-Msg-Id` so a retry after a broker
 /// restart cannot store it twice; retries until the stream acknowledges.
 pub async fn publish_all(
@@ -304,7 +313,7 @@ pub async fn publish_all(
 ) {
     for (i, (subject, payload)) in events.iter().enumerate() {
         let id = format!("evt-{}", from + i);
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + PUBLISH_WAIT;
         loop {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
