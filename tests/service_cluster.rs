@@ -6,47 +6,6 @@ mod common;
 use async_nats::jetstream;
 use common::*;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Waits until the cluster has a JetStream meta leader: creating a stream succeeds then.
-async fn jetstream_ready(js: &jetstream::Context) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let probe = js
-                .get_or_create_stream(jetstream::stream::Config {
-                    name: "READY".into(),
-                    subjects: vec!["ready".into()],
-                    num_replicas: 3,
-                    ..Default::default()
-                })
-                .await;
-            if probe.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the cluster elects a JetStream meta leader");
-}
-
-/// The name of the node that leads `stream`, once it has one.
-async fn stream_leader(js: &jetstream::Context, stream: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(mut s) = js.get_stream(stream).await {
-                if let Ok(info) = s.info().await {
-                    if let Some(leader) = info.cluster.clone().and_then(|c| c.leader) {
-                        break leader;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stream has a leader")
-}
 
 #[tokio::test]
 async fn sigkill_of_the_stream_leader_node_is_ridden_through_byte_identical() {

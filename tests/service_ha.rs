@@ -411,46 +411,6 @@ async fn a_leader_frozen_past_its_lease_publishes_nothing_once_it_resumes() {
     check_against_reference(&url, dir.path(), 1_200, &seen, &[&a, &b]).await;
 }
 
-/// Waits until the cluster has a JetStream meta leader: creating a stream succeeds then.
-async fn jetstream_ready(js: &jetstream::Context) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let probe = js
-                .get_or_create_stream(jetstream::stream::Config {
-                    name: "READY".into(),
-                    subjects: vec!["ready".into()],
-                    num_replicas: 3,
-                    ..Default::default()
-                })
-                .await;
-            if probe.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the cluster elects a JetStream meta leader");
-}
-
-/// The name of the node that leads `stream`, once it has one.
-async fn stream_leader(js: &jetstream::Context, stream: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(mut s) = js.get_stream(stream).await {
-                if let Ok(info) = s.info().await {
-                    if let Some(leader) = info.cluster.clone().and_then(|c| c.leader) {
-                        break leader;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stream has a leader")
-}
-
 #[tokio::test]
 async fn a_leader_and_two_followers_ride_through_a_broker_node_kill() {
     let mut cluster = start_pinned_cluster();

@@ -439,3 +439,43 @@ pub async fn instance_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the cluster has a JetStream meta leader: creating a stream succeeds then.
+pub async fn jetstream_ready(js: &async_nats::jetstream::Context) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let probe = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "READY".into(),
+                    subjects: vec!["ready".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await;
+            if probe.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the cluster elects a JetStream meta leader");
+}
+
+/// The name of the node that leads `stream`, once it has one.
+pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(mut s) = js.get_stream(stream).await {
+                if let Ok(info) = s.info().await {
+                    if let Some(leader) = info.cluster.clone().and_then(|c| c.leader) {
+                        break leader;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream has a leader")
+}
