@@ -465,6 +465,15 @@ struct Closed<'a> {
     market: MarketView,
 }
 
+/// A decision a close rewards: which agent chose what, where, and how.
+struct Decided {
+    agent: AgentKind,
+    decision_id: String,
+    state_key: String,
+    action: usize,
+    logged: Option<Logged>,
+}
+
 fn worth_logging(n: u64) -> bool {
     n.is_power_of_two()
 }
@@ -1140,13 +1149,7 @@ impl Engine {
 
     /// Rewards the meta decision `m` with the close's outcome.
     fn reward_meta(&mut self, closed: &Closed, m: PendingMeta) {
-        let Closed {
-            seq,
-            symbol,
-            at,
-            close: c,
-            market,
-        } = *closed;
+        let (c, market) = (closed.close, closed.market);
         let outcome = MetaOutcome {
             pnl_pct: c.pnl_pct,
             max_drawdown_pct: c.max_drawdown_pct,
@@ -1171,45 +1174,29 @@ impl Engine {
         } else {
             self.config.rewards.meta_reward(&outcome)
         };
-        let reward = self.bounded(raw_reward, &m.decision_id);
         let next = self
             .config
             .discretizer
             .meta_key(&self.meta_state(market, m.confidence));
-        let bootstrap = !self.config.close_ends_episode;
-        let applied = self.learn(
-            AgentKind::MetaStrategy,
-            (&m.state_key, m.action),
-            reward,
-            bootstrap.then_some(&next),
-        );
-        self.record_update(Update {
+        let decided = Decided {
             agent: AgentKind::MetaStrategy,
             decision_id: m.decision_id,
-            symbol: symbol.to_string(),
             state_key: m.state_key,
             action: m.action,
             logged: m.logged,
+        };
+        self.settle(
+            closed,
+            decided,
             raw_reward,
-            reward,
-            parts: RewardParts::meta(&outcome),
-            next_state_key: bootstrap.then(|| next.clone()),
-            state_at_close: next,
-            applied,
-            seq,
-            time: at.event_time,
-        });
+            RewardParts::meta(&outcome),
+            next,
+        );
     }
 
     /// Rewards the sizing decision `z` with the close's outcome.
     fn reward_sizing(&mut self, closed: &Closed, z: PendingSizing) {
-        let Closed {
-            seq,
-            symbol,
-            at,
-            close: c,
-            market,
-        } = *closed;
+        let (c, market) = (closed.close, closed.market);
         let outcome = SizingOutcome {
             pnl_pct: c.pnl_pct,
             leverage: f64::from(z.leverage),
@@ -1227,35 +1214,61 @@ impl Engine {
         } else {
             self.config.rewards.sizing_reward(&outcome)
         };
-        let reward = self.bounded(raw_reward, &z.decision_id);
         let exposure = c.portfolio_exposure.unwrap_or(z.state_exposure);
         let next = self.config.discretizer.sizing_key(&self.sizing_state(
             z.confidence,
             exposure,
             market.volatility,
         ));
+        let decided = Decided {
+            agent: AgentKind::PositionSizing,
+            decision_id: z.decision_id,
+            state_key: z.state_key,
+            action: z.action,
+            logged: z.logged,
+        };
+        self.settle(
+            closed,
+            decided,
+            raw_reward,
+            RewardParts::sizing(&outcome),
+            next,
+        );
+    }
+
+    /// Bounds the reward, learns from it (bootstrapping from `next` unless a close ends the
+    /// episode) and records the update in the audit.
+    fn settle(
+        &mut self,
+        closed: &Closed,
+        decided: Decided,
+        raw_reward: f64,
+        parts: RewardParts,
+        next: String,
+    ) {
+        let reward = self.bounded(raw_reward, &decided.decision_id);
         let bootstrap = !self.config.close_ends_episode;
         let applied = self.learn(
-            AgentKind::PositionSizing,
-            (&z.state_key, z.action),
+            decided.agent,
+            (&decided.state_key, decided.action),
             reward,
             bootstrap.then_some(&next),
         );
         self.record_update(Update {
-            agent: AgentKind::PositionSizing,
-            decision_id: z.decision_id,
-            symbol: symbol.to_string(),
-            state_key: z.state_key,
-            action: z.action,
-            logged: z.logged,
+            agent: decided.agent,
+            decision_id: decided.decision_id,
+            symbol: closed.symbol.to_string(),
+            state_key: decided.state_key,
+            action: decided.action,
+            logged: decided.logged,
             raw_reward,
             reward,
-            parts: RewardParts::sizing(&outcome),
+            parts,
             next_state_key: bootstrap.then(|| next.clone()),
             state_at_close: next,
             applied,
-            seq,
-            time: at.event_time,
+            seq: closed.seq,
+            time: closed.at.event_time,
         });
     }
 
